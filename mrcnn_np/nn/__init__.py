@@ -1,0 +1,1 @@
+"""mrcnn_np.nn: layers with hand-written backward (chapter 01)."""

@@ -1,0 +1,1 @@
+"""Initialisation through an explicit numpy.random.Generator (placeholder, see helper)."""
