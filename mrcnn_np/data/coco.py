@@ -1,0 +1,267 @@
+"""A COCO data set as NumPy arrays, built on pycocotools.
+
+    ds = CocoDataset("data/shapes/train", "data/shapes/annotations/instances_train.json")
+    sample = ds[0]      # dict: image [3, H, W] float32, boxes [G, 4], labels [G], masks [G, H, W]
+
+Labels are contiguous: 0 is background and the categories get 1..K-1 in sorted category-id
+order (COCO's own ids have gaps; the model's class axis must not).
+
+What is checked, and what happens
+---------------------------------
+* A problem that stops loading raises ``DataError`` (a ``ValueError``) with a one-line message
+  naming the file: a missing or empty image folder, an annotation file that is missing, not
+  JSON, or not COCO (no ``images`` / ``annotations`` / ``categories`` list), an image that is
+  missing, unreadable or corrupt, or whose size differs from its ``images`` entry.
+* A bad annotation is SKIPPED, and all skips are reported in ONE warning per data set that
+  counts them by reason (also kept in ``skipped``): an unknown category id, an unknown image
+  id, a zero-area / degenerate box (w <= 0 or h <= 0 after clipping to the image), a polygon
+  wholly outside the image, a missing or empty segmentation, an RLE whose size is not the
+  image's, a malformed entry (e.g. a bbox of strings).  A polygon partly outside the image is kept: pycocotools rasterises only its part
+  inside, and the box is clipped.
+* ``iscrowd`` annotations are not training targets (as in torchvision's references); they
+  stay in ``coco`` where COCOeval uses them as "ignore" regions.
+"""
+import contextlib
+import io
+import json
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from pycocotools.coco import COCO
+
+REQUIRED_KEYS = ("images", "annotations", "categories")
+
+
+class DataError(ValueError):
+    """A user-facing data problem; the message is one line and names the file."""
+
+
+# ------------------------------------------------------------------------------------------
+# Images
+# ------------------------------------------------------------------------------------------
+def load_image(path):
+    """Read an image file as RGB float32 in 0..1.
+
+    Grayscale is repeated to three channels; an alpha channel is dropped (as PIL's
+    ``convert("RGB")`` does); palette images are expanded; 16-bit images are divided by
+    65535, 8-bit ones by 255.
+
+    Returns [3, H, W] float32.  Raises DataError when the file is missing or not an image.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: image file not found")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):   # 16-bit grayscale PNG
+                arr = np.asarray(im, dtype=np.float64) / 65535.0           # [H, W]
+                arr = np.repeat(np.clip(arr, 0.0, 1.0)[..., None], 3, axis=2)
+            elif mode == "F":                                          # float grayscale
+                arr = np.repeat(np.clip(np.asarray(im, np.float64), 0, 1)[..., None], 3, axis=2)
+            else:                                                      # L, LA, P, RGBA, CMYK, 1
+                arr = np.asarray(im.convert("RGB"), dtype=np.float64) / 255.0  # [H, W, 3]
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: unreadable or corrupt image ({type(e).__name__})") from None
+    return np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32)  # [3, H, W]
+
+
+# ------------------------------------------------------------------------------------------
+# Annotations
+# ------------------------------------------------------------------------------------------
+def _read_coco_json(ann_file):
+    """Read and check the top level of a COCO annotation file.  Returns the dict."""
+    ann_file = Path(ann_file)
+    if not ann_file.is_file():
+        raise DataError(f"{ann_file}: annotation file not found")
+    try:
+        data = json.loads(ann_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{ann_file}: not a JSON file ({e.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{ann_file}: not a COCO file (top level is {type(data).__name__}, not an object)")
+    missing = [k for k in REQUIRED_KEYS if not isinstance(data.get(k), list)]
+    if missing:
+        raise DataError(f"{ann_file}: not a COCO file (no list {', '.join(repr(k) for k in missing)})")
+    for img in data["images"]:
+        if not (isinstance(img, dict) and all(k in img for k in ("id", "file_name", "height", "width"))):
+            raise DataError(f"{ann_file}: an 'images' entry lacks id/file_name/height/width: {str(img)[:80]}")
+    for cat in data["categories"]:
+        if not (isinstance(cat, dict) and "id" in cat):
+            raise DataError(f"{ann_file}: a 'categories' entry lacks an id: {str(cat)[:80]}")
+    for ann in data["annotations"]:
+        if not (isinstance(ann, dict) and all(k in ann for k in ("id", "image_id", "category_id"))):
+            raise DataError(f"{ann_file}: an 'annotations' entry lacks id/image_id/category_id: {str(ann)[:80]}")
+    return data
+
+
+def _bbox_of(ann, height, width):
+    """The annotation's box as (x1, y1, x2, y2) clipped to the image, or None if missing."""
+    bb = ann.get("bbox")
+    if not (isinstance(bb, (list, tuple)) and len(bb) == 4):
+        return None
+    x, y, w, h = (float(v) for v in bb)
+    return (min(max(x, 0.0), width), min(max(y, 0.0), height),
+            min(max(x + w, 0.0), width), min(max(y + h, 0.0), height))
+
+
+def _check_annotation(ann, img, cat_ids):
+    """Why an annotation is unusable, or None when it is fine."""
+    if img is None:
+        return "unknown image id"
+    if ann["category_id"] not in cat_ids:
+        return "unknown category id"
+    h, w = img["height"], img["width"]
+    box = _bbox_of(ann, h, w)
+    if box is None or box[2] - box[0] <= 0 or box[3] - box[1] <= 0 or ann.get("area", 1) <= 0:
+        return "zero area / degenerate bbox"
+    seg = ann.get("segmentation")
+    if isinstance(seg, list):                     # polygons [[x0, y0, x1, y1, ...], ...]
+        polys = [np.asarray(p, np.float64) for p in seg if len(p) >= 6]
+        if not polys:
+            return "missing or empty segmentation"
+        xs = np.concatenate([p[0::2] for p in polys])
+        ys = np.concatenate([p[1::2] for p in polys])
+        if xs.max() <= 0 or ys.max() <= 0 or xs.min() >= w or ys.min() >= h:
+            return "polygon wholly outside the image"
+    elif isinstance(seg, dict) and "counts" in seg and "size" in seg:   # RLE
+        if list(seg["size"]) != [h, w]:
+            return "RLE size differs from the image"
+    else:
+        return "missing or empty segmentation"
+    return None
+
+
+# ------------------------------------------------------------------------------------------
+# The data set
+# ------------------------------------------------------------------------------------------
+class CocoDataset:
+    """Images and instance targets of a COCO data set, as NumPy arrays.
+
+    Inputs:
+      image_dir: folder holding the images named by ``file_name``
+      ann_file: COCO instances JSON
+      train: when True, ``ds[i]`` flips horizontally with probability 1/2, drawn from ``rng``
+      rng: numpy.random.Generator for that flip (default: ``default_rng(0)``)
+
+    Attributes:
+      coco: the pycocotools COCO object (all annotations, crowd and skipped ones included)
+      ids: image ids, sorted; ``ds[i]`` is image ``ids[i]``
+      num_classes: K, background included
+      class_names: [K] names, index = label, [0] = "background"
+      label_to_cat_id: {label: COCO category id};  cat_id_to_label: the inverse
+      skipped: {reason: count} of annotations left out (see the module docstring)
+    """
+
+    def __init__(self, image_dir, ann_file, train=False, rng=None):
+        self.image_dir = Path(image_dir)
+        self.ann_file = Path(ann_file)
+        if not self.image_dir.is_dir():
+            raise DataError(f"{self.image_dir}: image folder not found")
+        if not any(self.image_dir.iterdir()):
+            raise DataError(f"{self.image_dir}: image folder is empty")
+        data = _read_coco_json(self.ann_file)
+
+        self.coco = COCO()                   # built from the dict we read: no prints, one parse
+        self.coco.dataset = data
+        _quiet(self.coco.createIndex)        # (pycocotools prints while indexing)
+
+        cat_ids = sorted(c["id"] for c in data["categories"])
+        self.label_to_cat_id = {l + 1: c for l, c in enumerate(cat_ids)}
+        self.cat_id_to_label = {c: l for l, c in self.label_to_cat_id.items()}
+        self.class_names = ["background"] + [str(self.coco.cats[c].get("name", c)) for c in cat_ids]
+        self.num_classes = len(self.class_names)
+
+        self.ids = sorted(self.coco.imgs)
+        missing = [self.coco.imgs[i]["file_name"] for i in self.ids
+                   if not (self.image_dir / self.coco.imgs[i]["file_name"]).is_file()]
+        if missing:
+            raise DataError(f"{self.image_dir / missing[0]}: image file not found"
+                            f" ({len(missing)} of {len(self.ids)} listed images are missing)")
+
+        # Sort every annotation into: a target of its image, a crowd region, or skipped.
+        self._targets = {i: [] for i in self.ids}     # image id -> usable non-crowd annotations
+        self._crowds = {i: [] for i in self.ids}      # image id -> usable crowd annotations
+        reasons = Counter()
+        for ann in data["annotations"]:
+            try:
+                why = _check_annotation(ann, self.coco.imgs.get(ann["image_id"]), self.cat_id_to_label)
+            except (TypeError, ValueError):                 # e.g. a bbox of strings
+                why = "malformed annotation"
+            if why is not None:
+                reasons[why] += 1
+            elif ann.get("iscrowd", 0):
+                self._crowds[ann["image_id"]].append(ann)
+            else:
+                self._targets[ann["image_id"]].append(ann)
+        self.skipped = dict(reasons)
+        if reasons:
+            detail = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items()))
+            warnings.warn(f"{self.ann_file}: skipped {sum(reasons.values())} bad annotations ({detail})",
+                          stacklevel=2)
+
+        self.train = bool(train)
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        flip = bool(self.train and self.rng.random() < 0.5)
+        return self.get(i, flip=flip)
+
+    def get(self, i, flip=False, include_crowd=False):
+        """Image ``ids[i]`` and its targets, flipped left-right when ``flip``.
+
+        Crowd regions are not targets; ``include_crowd=True`` appends them after the
+        instances (for pictures and for checking), marked in ``iscrowd``.
+
+        Returns a dict:
+          image:     [3, H, W] float32 RGB in 0..1
+          boxes:     [G, 4] float32 = (x1, y1, x2, y2), clipped to the image
+          labels:    [G] int64 in 1..K-1
+          masks:     [G, H, W] uint8 in {0, 1}
+          iscrowd:   [G] uint8, 1 for a crowd region (all 0 unless include_crowd=True)
+          image_id:  int (the COCO id)
+          orig_size: (H, W)
+          file_name: path of the image
+        """
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} images")
+        image_id = self.ids[i]
+        info = self.coco.imgs[image_id]
+        h, w = int(info["height"]), int(info["width"])
+        path = self.image_dir / info["file_name"]
+        image = load_image(path)                                      # [3, H, W]
+        if image.shape[1:] != (h, w):
+            raise DataError(f"{path}: image is {image.shape[2]}x{image.shape[1]} but the"
+                            f" annotation file says {w}x{h}")
+
+        anns = self._targets[image_id] + (self._crowds[image_id] if include_crowd else [])
+        iscrowd = np.array([int(bool(a.get("iscrowd", 0))) for a in anns], np.uint8)  # [G]
+        boxes = np.array([_bbox_of(a, h, w) for a in anns], np.float32).reshape(-1, 4)  # [G, 4]
+        labels = np.array([self.cat_id_to_label[a["category_id"]] for a in anns], np.int64)  # [G]
+        masks = np.zeros((len(anns), h, w), np.uint8)                 # [G, H, W]
+        for g, a in enumerate(anns):
+            masks[g] = self.coco.annToMask(a)
+
+        if flip:
+            image = image[:, :, ::-1].copy()                          # [3, H, W]
+            masks = masks[:, :, ::-1].copy()                          # [G, H, W]
+            boxes = np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], axis=1)
+        return dict(image=image, boxes=boxes.astype(np.float32), labels=labels, masks=masks,
+                    iscrowd=iscrowd, image_id=int(image_id), orig_size=(h, w), file_name=str(path))
+
+    def __repr__(self):
+        return (f"CocoDataset({len(self)} images, {self.num_classes - 1} classes,"
+                f" {sum(len(v) for v in self._targets.values())} instances, {self.ann_file})")
+
+
+def _quiet(fn, *args, **kwargs):
+    """Call fn with its prints (pycocotools talks on stdout) swallowed."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return fn(*args, **kwargs)

@@ -1,0 +1,121 @@
+"""Pictures of instances: translucent masks, boxes and "label score" captions (PIL, no display).
+
+    canvas = draw_instances(image, boxes, labels, scores, masks, class_names)  # [H, W, 3] uint8
+    save_gallery([(image, prediction), ...], "gallery.png", class_names=names)
+"""
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+MASK_ALPHA = 0.45   # opacity of a mask's colour over the image
+
+# Colour of label l is PALETTE[l % len(PALETTE)] (matplotlib's "tab10", as 0..255 RGB).
+PALETTE = np.array([
+    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)], np.uint8)
+
+
+def label_colour(label):
+    """RGB colour (3 ints, 0..255) of a label."""
+    return tuple(int(v) for v in PALETTE[int(label) % len(PALETTE)])
+
+
+def to_uint8_hwc(image):
+    """An image [3, H, W] or [H, W, 3] (float in 0..1, or uint8) as [H, W, 3] uint8 (a copy).
+
+    The layout is read from the shape: channels first when the first axis is 1 or 3 and the
+    last is not (so a [3, H, 3] array is taken as [H, W, 3]).  [H, W] grayscale works too.
+    """
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    if image.ndim == 3 and image.shape[0] in (1, 3) and image.shape[-1] not in (1, 3):
+        image = image.transpose(1, 2, 0)                                  # [H, W, C]
+    if image.shape[-1] == 1:
+        image = np.repeat(image, 3, axis=2)
+    if image.dtype != np.uint8:
+        image = np.round(np.clip(image.astype(np.float64), 0.0, 1.0) * 255).astype(np.uint8)
+    return np.ascontiguousarray(image)                                    # [H, W, 3]
+
+
+def draw_instances(image, boxes, labels, scores=None, masks=None, class_names=None,
+                   score_threshold=0.5, mask_threshold=0.5):
+    """Draw detections (or ground truth) on an image.
+
+    Inputs:
+      image: [3, H, W] or [H, W, 3], float in 0..1 or uint8
+      boxes: [D, 4] = (x1, y1, x2, y2) in pixels
+      labels: [D] ints (0 is background)
+      scores: [D] or None (ground truth: every instance drawn, no score in the caption)
+      masks: [D, H, W] or [D, 1, H, W], binary or soft (a pixel is in when > mask_threshold),
+        or None
+      class_names: names indexed by label, or None (the caption shows the number)
+      score_threshold: instances scoring below it are not drawn
+
+    Returns [H, W, 3] uint8: masks blended with opacity MASK_ALPHA in the label's colour,
+    a one-pixel box outline in that colour, and a "name score" caption above the box.
+    """
+    canvas = to_uint8_hwc(image).astype(np.float64)                      # [H, W, 3]
+    H, W = canvas.shape[:2]
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)                 # [D, 4]
+    labels = np.asarray(labels).reshape(-1)                              # [D]
+    keep = np.ones(len(labels), bool) if scores is None else \
+        np.asarray(scores, np.float64).reshape(-1) >= score_threshold    # [D]
+    if masks is not None:
+        masks = np.asarray(masks)
+        masks = masks.reshape(masks.shape[0], *masks.shape[-2:]) > mask_threshold  # [D, H, W]
+        for d in np.flatnonzero(keep):
+            colour = np.array(label_colour(labels[d]), np.float64)
+            m = masks[d]
+            canvas[m] = (1 - MASK_ALPHA) * canvas[m] + MASK_ALPHA * colour
+    out = Image.fromarray(np.round(canvas).astype(np.uint8))
+    draw = ImageDraw.Draw(out)
+    font = ImageFont.load_default()
+    for d in np.flatnonzero(keep):
+        colour = label_colour(labels[d])
+        x1, y1, x2, y2 = boxes[d]
+        draw.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=colour, width=1)
+        name = class_names[int(labels[d])] if class_names is not None else str(int(labels[d]))
+        text = name if scores is None else f"{name} {float(scores[d]):.2f}"
+        tx, ty = x1, max(0.0, y1 - 11)
+        l, t, r, b = draw.textbbox((tx, ty), text, font=font)
+        draw.rectangle([l - 1, t - 1, r, b], fill=colour)
+        draw.text((tx, ty), text, fill=(255, 255, 255), font=font)
+    return np.asarray(out).copy()                                        # [H, W, 3]
+
+
+def save_gallery(images_with_preds, path, cols=4, class_names=None, score_threshold=0.5, pad=4):
+    """Save a grid of pictures as one PNG.
+
+    Inputs:
+      images_with_preds: list whose items are either an already drawn [H, W, 3] uint8 image
+        or a pair (image, prediction) with prediction a dict of boxes, labels and optionally
+        scores and masks (torchvision's output, or a data set sample for ground truth)
+      path: the PNG to write
+      cols: pictures per row; pad: white pixels between pictures
+
+    Returns the path.  Pictures of different sizes sit top-left in equal cells.
+    """
+    tiles = []
+    for item in images_with_preds:
+        if isinstance(item, (tuple, list)):
+            image, pred = item
+            tiles.append(draw_instances(image, pred["boxes"], pred["labels"], pred.get("scores"),
+                                        pred.get("masks"), class_names, score_threshold))
+        else:
+            tiles.append(to_uint8_hwc(item))
+    if not tiles:
+        raise ValueError("save_gallery needs at least one image")
+    cols = max(1, min(cols, len(tiles)))
+    rows = -(-len(tiles) // cols)
+    ch = max(t.shape[0] for t in tiles) + pad
+    cw = max(t.shape[1] for t in tiles) + pad
+    grid = np.full((rows * ch + pad, cols * cw + pad, 3), 255, np.uint8)    # white
+    for n, t in enumerate(tiles):
+        r, c = divmod(n, cols)
+        grid[pad + r * ch: pad + r * ch + t.shape[0], pad + c * cw: pad + c * cw + t.shape[1]] = t
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).save(path, format="PNG")
+    return path
