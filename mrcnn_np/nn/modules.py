@@ -33,6 +33,7 @@ class Module:
         object.__setattr__(self, "buffers", {})
         object.__setattr__(self, "children", {})
         object.__setattr__(self, "training", True)
+        object.__setattr__(self, "requires_grad", True)  # False: params frozen (see requires_grad_)
 
     def __setattr__(self, name, value):
         if isinstance(value, Module):
@@ -53,14 +54,25 @@ class Module:
             yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
 
     def named_parameters(self):
-        """Yield ``(qualified_name, param, grad)`` for every trainable parameter."""
+        """Yield ``(qualified_name, param, grad)`` for every trainable parameter; the params of a
+        module frozen with ``requires_grad_(False)`` are left out (they stay in ``state_dict``)."""
         for mname, m in self.named_modules():
+            if not m.requires_grad:
+                continue
             for pname, p in m.params.items():
                 yield (f"{mname}.{pname}" if mname else pname), p, m.grads[pname]
 
     def zero_grad(self):
         for _, _, g in self.named_parameters():
             g[...] = 0
+
+    def requires_grad_(self, flag=True):
+        """Freeze (False) or unfreeze (True) this module and all below it, as torch's
+        ``requires_grad_``: frozen params are not yielded by ``named_parameters`` (so the optimiser
+        never sees them), and a frozen module's backward need not be called."""
+        for _, m in self.named_modules():
+            object.__setattr__(m, "requires_grad", bool(flag))
+        return self
 
     def train(self, mode=True):
         for _, m in self.named_modules():

@@ -1,0 +1,282 @@
+"""The other layers of Mask R-CNN, each a forward/backward pair with an explicit cache.
+
+linear, relu, sigmoid, max_pool2d, batchnorm2d (trainable), frozen_batchnorm2d (the detection
+backbone's), upsample_nearest (FPN's top-down path), add (residual and FPN sums), flatten.
+Shapes use the letters of ``mrcnn_np/__init__.py``. Every backward returns fresh arrays.
+"""
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+
+# -- linear --------------------------------------------------------------------------------
+def linear_forward(x, w, b=None):
+    """Fully connected layer, ``out = x @ w.T + b`` (torch's ``F.linear``).
+
+    Inputs   x : [N, D];  w : [F, D];  b : [F] or None
+    Returns  out : [N, F];  cache
+    """
+    out = x @ w.T.astype(x.dtype, copy=False)                      # [N, F]
+    if b is not None:
+        out += b.astype(x.dtype, copy=False)
+    return out, (x, w, b is not None)
+
+
+def linear_backward(dout, cache):
+    """Returns dx : [N, D] = dout @ w;  dw : [F, D] = dout.T @ x;  db : [F] (None without bias)."""
+    x, w, has_bias = cache
+    dx = dout @ w.astype(dout.dtype, copy=False)                   # [N, D]
+    dw = (dout.T @ x).astype(w.dtype, copy=False)                  # [F, D]
+    db = dout.sum(axis=0) if has_bias else None                    # [F]
+    return dx, dw, db
+
+
+def linear(input, weight, bias=None):
+    """``torch.nn.functional.linear``: forward only."""
+    return linear_forward(input, weight, bias)[0]
+
+
+# -- element-wise --------------------------------------------------------------------------
+def relu_forward(x):
+    """``max(x, 0)``. Inputs x : any shape. Returns out (same shape), cache (the mask x > 0)."""
+    mask = x > 0
+    return np.where(mask, x, x.dtype.type(0)), mask
+
+
+def relu_backward(dout, cache):
+    """``dx = dout where x > 0, else 0``. At exactly x = 0 the gradient is 0 (torch's choice)."""
+    return np.where(cache, dout, dout.dtype.type(0))
+
+
+def sigmoid_forward(x):
+    """``1 / (1 + exp(-x))``, computed without overflow for large |x|.
+
+    For x >= 0 use ``1 / (1 + e^-x)``; for x < 0 the same number as ``e^x / (1 + e^x)``.
+    Returns out (same shape as x), cache (out itself: the derivative is out * (1 - out)).
+    """
+    e = np.exp(-np.abs(x))                                         # in (0, 1], never overflows
+    out = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+    return out, out
+
+
+def sigmoid_backward(dout, cache):
+    """``dx = dout * s * (1 - s)`` with s the forward output."""
+    s = cache
+    return dout * s * (1 - s)
+
+
+# -- max pooling -----------------------------------------------------------------------------
+def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
+    """Max pooling (torch's ``F.max_pool2d``, ceil_mode=False, dilation 1).
+
+    Padding is -inf, so a padded cell never wins. ResNet's stem uses kernel 3, stride 2,
+    padding 1; FPN's P6 ("LastLevelMaxPool") uses kernel 1, stride 2, padding 0.
+
+    Inputs   x : [N, C, H, W]; kernel_size, stride (default kernel_size), padding : ints
+    Returns  out : [N, C, Ho, Wo], ``Ho = (H + 2*padding - k) // stride + 1``;  cache
+    Ties: the first maximum in row-major window order takes the whole gradient (torch's CPU
+    rule: it only replaces its running maximum on a strictly larger value). NaN inputs are not
+    supported.
+    """
+    k = kernel_size
+    s = stride if stride is not None else k
+    N, C, H, W = x.shape
+    if padding > k // 2:
+        raise ValueError("padding must be at most half the kernel size (as in torch)")
+    Ho, Wo = (H + 2 * padding - k) // s + 1, (W + 2 * padding - k) // s + 1
+    if Ho < 1 or Wo < 1:
+        raise ValueError(f"kernel {k} does not fit input {H}x{W} with padding {padding}")
+    Hp, Wp = H + 2 * padding, W + 2 * padding
+    xp = np.full((N, C, Hp, Wp), -np.inf, dtype=x.dtype)           # [N, C, Hp, Wp]
+    xp[:, :, padding:padding + H, padding:padding + W] = x
+    sN, sC, sH, sW = xp.strides
+    win = as_strided(xp, shape=(N, C, Ho, Wo, k, k),
+                     strides=(sN, sC, sH * s, sW * s, sH, sW), writeable=False)
+    win = win.reshape(N, C, Ho, Wo, k * k)                         # [N, C, Ho, Wo, k*k] (copy)
+    arg = win.argmax(axis=-1)                                      # [N, C, Ho, Wo], first max
+    out = np.take_along_axis(win, arg[..., None], axis=-1)[..., 0]  # [N, C, Ho, Wo]
+    # Where the winner sits in the padded map, as a flat index into one [Hp, Wp] plane.
+    oh = np.arange(Ho)[:, None] * s                                # [Ho, 1]
+    ow = np.arange(Wo)[None, :] * s                                # [1, Wo]
+    flat = (oh + arg // k) * Wp + (ow + arg % k)                   # [N, C, Ho, Wo]
+    cache = (x.shape, k, s, padding, flat)
+    return out, cache
+
+
+def max_pool2d_backward(dout, cache):
+    """Route each output gradient to the input cell that won its window; overlapping windows
+    that share a winner add up. Returns dx : [N, C, H, W] (zero where nothing won)."""
+    (N, C, H, W), k, s, padding, flat = cache
+    Hp, Wp = H + 2 * padding, W + 2 * padding
+    plane = np.arange(N * C).reshape(N, C, 1, 1) * (Hp * Wp)       # [N, C, 1, 1] plane offsets
+    idx = (flat + plane).ravel()                                   # [N*C*Ho*Wo]
+    dxp = np.bincount(idx, weights=dout.ravel(), minlength=N * C * Hp * Wp)  # float64 sums
+    dxp = dxp.reshape(N, C, Hp, Wp)
+    return np.ascontiguousarray(dxp[:, :, padding:padding + H, padding:padding + W],
+                                dtype=dout.dtype)
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0):
+    """``torch.nn.functional.max_pool2d`` (ceil_mode=False, dilation 1): forward only."""
+    return max_pool2d_forward(input, kernel_size, stride, padding)[0]
+
+
+# -- batch norm ------------------------------------------------------------------------------
+def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1,
+                        eps=1e-5):
+    """Batch normalisation over (N, H, W) for each channel (torch's ``F.batch_norm``).
+
+    Inputs
+        x : [N, C, H, W];  gamma, beta : [C] (torch's ``weight``, ``bias``)
+        running_mean, running_var : [C], updated IN PLACE when training
+        training : use batch statistics (True) or the running ones (False)
+    Returns
+        out : [N, C, H, W] = gamma * (x - mean) / sqrt(var + eps) + beta;  cache
+
+    Training normalises with the biased batch variance (divide by m = N*H*W) and, as torch
+    does, updates the running estimates with the *unbiased* one (divide by m - 1):
+    ``running = (1 - momentum) * running + momentum * batch``. It needs m > 1, except that an
+    empty batch (m = 0) gives an empty output and leaves the running statistics alone (torch).
+    """
+    N, C, H, W = x.shape
+    dt = x.dtype
+    if training and x.size == 0:
+        return x.copy(), (x.copy(), np.ones(C, dt), gamma, False)
+    if training:
+        m = N * H * W
+        if m <= 1:
+            raise ValueError(f"batch norm in training needs more than 1 value per channel, got {m}")
+        mean = x.mean(axis=(0, 2, 3))                              # [C]
+        var = x.var(axis=(0, 2, 3))                                # [C], biased
+        running_mean *= 1 - momentum
+        running_mean += momentum * mean
+        running_var *= 1 - momentum
+        running_var += momentum * var * (m / (m - 1))
+    else:
+        mean, var = running_mean.astype(dt), running_var.astype(dt)
+    invstd = (1 / np.sqrt(var + eps)).astype(dt)                   # [C]
+    xhat = (x - mean[:, None, None]) * invstd[:, None, None]       # [N, C, H, W]
+    out = xhat * gamma.astype(dt)[:, None, None] + beta.astype(dt)[:, None, None]
+    return out, (xhat, invstd, gamma, training)
+
+
+def batchnorm2d_backward(dout, cache):
+    """Gradients of :func:`batchnorm2d_forward`.
+
+    With g = dout * gamma and m = N*H*W, per channel:
+        training: dx = invstd * (g - mean(g) - xhat * mean(g * xhat))
+                  (the batch mean and variance depend on x, so two correction terms appear)
+        eval:     dx = invstd * g      (running statistics are constants)
+        dgamma = sum(dout * xhat),  dbeta = sum(dout)
+    The running statistics receive no gradient: they are buffers, not parameters.
+    Returns dx : [N, C, H, W];  dgamma, dbeta : [C]
+    """
+    xhat, invstd, gamma, training = cache
+    dt = xhat.dtype
+    dbeta = dout.sum(axis=(0, 2, 3))                               # [C]
+    dgamma = (dout * xhat).sum(axis=(0, 2, 3))                     # [C]
+    g = dout * gamma.astype(dt)[:, None, None]                     # [N, C, H, W]
+    if training:
+        m = xhat.shape[0] * xhat.shape[2] * xhat.shape[3]
+        mean_g = (dbeta * gamma / m).astype(dt)                    # [C] = mean(g)
+        mean_gx = (dgamma * gamma / m).astype(dt)                  # [C] = mean(g * xhat)
+        dx = (g - mean_g[:, None, None] - xhat * mean_gx[:, None, None]) * invstd[:, None, None]
+    else:
+        dx = g * invstd[:, None, None]
+    return dx, dgamma.astype(gamma.dtype, copy=False), dbeta.astype(gamma.dtype, copy=False)
+
+
+def frozen_batchnorm2d_forward(x, weight, bias, running_mean, running_var, eps=1e-5):
+    """torchvision's ``FrozenBatchNorm2d``: a fixed per-channel affine map.
+
+        scale = weight / sqrt(running_var + eps);  shift = bias - running_mean * scale
+        out = x * scale + shift
+    Inputs x : [N, C, H, W]; the four others : [C]. Returns out : [N, C, H, W]; cache (scale).
+    torchvision's default eps is 1e-5 (``FrozenBatchNorm2d.__init__``).
+    """
+    dt = x.dtype
+    scale = (weight.astype(dt) / np.sqrt(running_var.astype(dt) + dt.type(eps)))  # [C]
+    shift = bias.astype(dt) - running_mean.astype(dt) * scale      # [C]
+    return x * scale[:, None, None] + shift[:, None, None], scale
+
+
+def frozen_batchnorm2d_backward(dout, cache):
+    """``dx = dout * scale``. Weight, bias and statistics are frozen buffers: no gradient."""
+    return dout * cache[:, None, None]
+
+
+# -- nearest upsampling ----------------------------------------------------------------------
+def _nearest_src(n_in, n_out):
+    """Source index of each output index, as torch's "nearest" mode computes it for float32
+    maps: ``min(floor(dst * (n_in / n_out)), n_in - 1)`` with the scale and the product held
+    in float32, so the rounding matches torch index by index (checked for every n_in < 120,
+    n_out < 300). torch rounds float64 maps slightly differently; we keep one rule for all.
+    """
+    if n_out == n_in:
+        return np.arange(n_out)
+    scale = np.float32(n_in) / np.float32(n_out)
+    src = np.floor(np.arange(n_out, dtype=np.float32) * scale).astype(np.int64)
+    return np.minimum(src, n_in - 1)
+
+
+def upsample_nearest_forward(x, size):
+    """Nearest-neighbour resize to ``size = (Ho, Wo)`` (``F.interpolate(mode="nearest")``).
+
+    FPN's top-down path uses it to bring a coarse map to the size of the next finer one.
+    Inputs   x : [N, C, H, W];  size : (Ho, Wo)
+    Returns  out : [N, C, Ho, Wo], ``out[..., i, j] = x[..., src_h[i], src_w[j]]``;  cache
+    """
+    Ho, Wo = size
+    N, C, H, W = x.shape
+    sh, sw = _nearest_src(H, Ho), _nearest_src(W, Wo)            # [Ho], [Wo]
+    out = x[:, :, sh[:, None], sw[None, :]]                        # [N, C, Ho, Wo]
+    return out, (x.shape, sh, sw)
+
+
+def _sum_back(d, src, n_in, axis):
+    """Add the entries of ``d`` along ``axis`` into the ``n_in`` source slots they came from.
+    ``src`` is non-decreasing, so each source slot owns one contiguous run: ``reduceat``."""
+    uniq, starts = np.unique(src, return_index=True)
+    red = np.add.reduceat(d, starts, axis=axis)
+    shape = list(d.shape)
+    shape[axis] = n_in
+    out = np.zeros(shape, dtype=d.dtype)
+    idx = [slice(None)] * d.ndim
+    idx[axis] = uniq
+    out[tuple(idx)] = red
+    return out
+
+
+def upsample_nearest_backward(dout, cache):
+    """Each input pixel gets the sum of the gradients of the output pixels that copied it;
+    pixels nobody copied (when shrinking) get 0. Returns dx : [N, C, H, W]."""
+    (N, C, H, W), sh, sw = cache
+    if dout.size == 0:
+        return np.zeros((N, C, H, W), dtype=dout.dtype)
+    d = _sum_back(dout, sw, W, axis=3)                             # [N, C, Ho, W]
+    return _sum_back(d, sh, H, axis=2)                             # [N, C, H, W]
+
+
+def interpolate_nearest(input, size):
+    """``F.interpolate(input, size=size, mode="nearest")``: forward only."""
+    return upsample_nearest_forward(input, size)[0]
+
+
+# -- plumbing --------------------------------------------------------------------------------
+def add_forward(a, b):
+    """``a + b`` for same-shape arrays (residual connections, FPN's lateral + top-down sum)."""
+    return a + b, None
+
+
+def add_backward(dout, cache):
+    """Both inputs receive the gradient unchanged. Returns (da, db), two fresh arrays."""
+    return dout.copy(), dout.copy()
+
+
+def flatten_forward(x):
+    """``[N, ...] -> [N, D]`` with D the product of the other axes (C-order, as torch.flatten(x, 1))."""
+    return x.reshape(x.shape[0], int(np.prod(x.shape[1:]))), x.shape
+
+
+def flatten_backward(dout, cache):
+    """Reshape the gradient back to the input's shape. Returns dx (a fresh array)."""
+    return dout.reshape(cache).copy()

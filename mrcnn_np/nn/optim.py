@@ -1,0 +1,93 @@
+"""Stochastic gradient descent with momentum, and the detection learning-rate schedule.
+
+``SGD.step()`` follows ``torch.optim.SGD`` line by line, so a run here and a run in torch
+from the same weights and gradients take the same steps:
+
+    g = grad + weight_decay * p                      # L2 penalty folded into the gradient
+    buf = g                        on the first step # momentum buffer starts at the gradient
+    buf = momentum * buf + (1 - dampening) * g       afterwards
+    g = g + momentum * buf  (nesterov)   or   g = buf
+    p = p - lr * g                                   # in place
+"""
+from bisect import bisect_right
+
+import numpy as np
+
+
+class SGD:
+    """SGD over every parameter of ``module`` (a ``mrcnn_np.nn.modules.Module``).
+
+    ``module.named_parameters()`` is re-read at every step, so parameters replaced by
+    ``load_state_dict`` or ``astype`` are still the ones updated. ``lr`` is a plain attribute:
+    the training loop sets it from :func:`warmup_multistep_lr` before each step.
+    """
+
+    def __init__(self, module, lr, momentum=0.0, weight_decay=0.0, dampening=0.0, nesterov=False):
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("nesterov momentum needs momentum > 0 and dampening 0 (as in torch)")
+        self.module = module
+        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
+        self.dampening, self.nesterov = dampening, nesterov
+        self.buffers = {}                                          # name -> momentum buffer
+        self.steps = 0
+
+    def step(self):
+        """Update every parameter in place from its accumulated gradient."""
+        for name, p, grad in self.module.named_parameters():
+            g = grad.astype(p.dtype, copy=True)
+            if self.weight_decay != 0:
+                g += self.weight_decay * p
+            if self.momentum != 0:
+                buf = self.buffers.get(name)
+                if buf is None:
+                    buf = self.buffers[name] = g.copy()
+                else:
+                    buf *= self.momentum
+                    buf += (1 - self.dampening) * g
+                g = g + self.momentum * buf if self.nesterov else buf
+            p -= self.lr * g
+        self.steps += 1
+
+    def zero_grad(self):
+        self.module.zero_grad()
+
+    def state_dict(self):
+        """``{"steps": 0-d int array, "momentum_buffer.<param name>": array, ...}`` (copies),
+        ready for ``np.savez``. Hyper-parameters are not saved: the caller sets them."""
+        out = {"steps": np.asarray(self.steps, dtype=np.int64)}
+        for name, buf in self.buffers.items():
+            out["momentum_buffer." + name] = buf.copy()
+        return out
+
+    def load_state_dict(self, state):
+        """Restore what :meth:`state_dict` saved, so training resumes exactly. A buffer for a
+        parameter the module does not have is an error that names it."""
+        names = {name: p for name, p, _ in self.module.named_parameters()}
+        bufs = {}
+        for key, value in state.items():
+            if key == "steps":
+                continue
+            if not key.startswith("momentum_buffer."):
+                raise ValueError(f"unexpected optimiser state key {key!r}")
+            name = key[len("momentum_buffer."):]
+            if name not in names or names[name].shape != np.shape(value):
+                raise ValueError(f"momentum buffer {name!r} does not fit the module's parameters")
+            bufs[name] = np.array(value, dtype=names[name].dtype, copy=True)
+        self.buffers = bufs
+        self.steps = int(state["steps"])
+
+
+def warmup_multistep_lr(iteration, base_lr, warmup_iters, warmup_factor, milestones, gamma=0.1):
+    """Learning rate at ``iteration`` (0-based) for linear warm-up then step decay.
+
+    Warm-up, as torchvision's detection reference script (``LinearLR(start_factor=
+    warmup_factor, total_iters=warmup_iters)``): the factor goes linearly from
+    ``warmup_factor`` at iteration 0 to 1 at ``warmup_iters``,
+    ``factor = warmup_factor + (1 - warmup_factor) * iteration / warmup_iters``.
+    Decay, as ``MultiStepLR``: multiply by ``gamma`` once for every milestone <= iteration.
+    Here both count iterations (the reference counts milestones in epochs).
+    """
+    factor = 1.0
+    if iteration < warmup_iters:
+        factor = warmup_factor + (1 - warmup_factor) * iteration / warmup_iters
+    return base_lr * factor * gamma ** bisect_right(sorted(milestones), iteration)

@@ -1,0 +1,165 @@
+"""SGD against torch.optim.SGD, exact resume, the warm-up/step schedule, and initialisers."""
+import math
+
+import numpy as np
+import pytest
+
+from mrcnn_np.nn import init
+from mrcnn_np.nn.modules import Conv2d, Linear, Sequential
+from mrcnn_np.nn.optim import SGD, warmup_multistep_lr
+
+
+def _model():
+    rng = np.random.default_rng(0)
+    return Sequential(Conv2d(2, 3, 3, rng=rng), Linear(4, 5, rng=rng))
+
+
+def _grads(n_steps, model):
+    rng = np.random.default_rng(1)
+    return [{name: rng.standard_normal(p.shape).astype(np.float32)
+             for name, p, _ in model.named_parameters()} for _ in range(n_steps)]
+
+
+def _run(opt, model, grads):
+    for g in grads:
+        for name, _, grad in model.named_parameters():
+            grad[...] = g[name]
+        opt.step()
+
+
+HYPER = [dict(momentum=0.0), dict(momentum=0.9), dict(momentum=0.9, weight_decay=1e-4),
+         dict(momentum=0.9, weight_decay=1e-2, nesterov=True), dict(momentum=0.5, dampening=0.3),
+         dict(weight_decay=0.1)]
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("hyper", HYPER, ids=[str(h) for h in HYPER])
+def test_sgd_vs_torch(torch, hyper):
+    model = _model()
+    params = {name: torch.tensor(p.copy(), requires_grad=True) for name, p, _ in model.named_parameters()}
+    topt = torch.optim.SGD(list(params.values()), lr=0.1, **hyper)
+    opt = SGD(model, lr=0.1, **hyper)
+    grads = _grads(5, model)
+    for i, g in enumerate(grads):
+        lr = 0.1 * (i + 1) / 5           # the schedule changes lr between steps
+        opt.lr = lr
+        for group in topt.param_groups:
+            group["lr"] = lr
+        for name, t in params.items():
+            t.grad = torch.tensor(g[name])
+        topt.step()
+        _run(opt, model, [g])
+        for name, p, _ in model.named_parameters():
+            assert p.dtype == np.float32
+            np.testing.assert_allclose(p, params[name].detach().numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_sgd_hand_worked():
+    # one weight p = 1, grad 1, lr 0.1, momentum 0.9, weight decay 0.5:
+    # step 1: g = 1 + 0.5*1 = 1.5; buf = 1.5; p = 1 - 0.15 = 0.85
+    # step 2: g = 1 + 0.5*0.85 = 1.425; buf = 0.9*1.5 + 1.425 = 2.775; p = 0.85 - 0.2775 = 0.5725
+    model = Linear(1, 1, bias=False)
+    model.params["weight"][...] = 1.0
+    opt = SGD(model, lr=0.1, momentum=0.9, weight_decay=0.5)
+    model.grads["weight"][...] = 1.0
+    opt.step()
+    assert abs(model.params["weight"][0, 0] - 0.85) < 1e-6
+    opt.step()
+    assert abs(model.params["weight"][0, 0] - 0.5725) < 1e-6
+    assert opt.steps == 2
+
+
+def test_sgd_state_dict_resume_is_exact():
+    hyper = dict(lr=0.05, momentum=0.9, weight_decay=1e-4, nesterov=True)
+    grads = _grads(6, _model())
+    # one run of 6 steps
+    full = _model()
+    opt = SGD(full, **hyper)
+    _run(opt, full, grads)
+    # 3 steps, save (model and optimiser, through .npz as on disk), fresh objects, 3 more steps
+    part = _model()
+    opt = SGD(part, **hyper)
+    _run(opt, part, grads[:3])
+    import io
+    buf = io.BytesIO()
+    np.savez(buf, **opt.state_dict())
+    model_state = part.state_dict()
+    buf.seek(0)
+    saved = dict(np.load(buf, allow_pickle=False))
+    resumed = _model()
+    resumed.load_state_dict(model_state)
+    opt2 = SGD(resumed, **hyper)
+    opt2.load_state_dict(saved)
+    assert opt2.steps == 3
+    _run(opt2, resumed, grads[3:])
+    for (_, a, _), (_, b, _) in zip(full.named_parameters(), resumed.named_parameters()):
+        np.testing.assert_array_equal(a, b)
+    # a buffer for a parameter the model lacks is an error naming it
+    bad = dict(saved)
+    bad["momentum_buffer.9.weight"] = np.zeros(3, np.float32)
+    with pytest.raises(ValueError, match="9.weight"):
+        SGD(_model(), **hyper).load_state_dict(bad)
+
+
+def test_sgd_nesterov_needs_momentum():
+    with pytest.raises(ValueError):
+        SGD(_model(), lr=0.1, nesterov=True)
+
+
+def test_warmup_multistep_lr_hand_worked():
+    # base 0.02, warm-up over 4 iterations from factor 0.001, milestones 6 and 8, gamma 0.1
+    #   it 0: 0.02 * 0.001                                    = 0.00002
+    #   it 2: 0.02 * (0.001 + 0.999 * 2/4) = 0.02 * 0.5005     = 0.01001
+    #   it 4: warm-up done                                     = 0.02
+    #   it 5: before the first milestone                      = 0.02
+    #   it 6: one milestone passed                            = 0.002
+    #   it 8: two milestones passed                           = 0.0002
+    kw = dict(base_lr=0.02, warmup_iters=4, warmup_factor=0.001, milestones=[6, 8])
+    expected = {0: 0.00002, 2: 0.01001, 4: 0.02, 5: 0.02, 6: 0.002, 7: 0.002, 8: 0.0002, 100: 0.0002}
+    for it, lr in expected.items():
+        assert math.isclose(warmup_multistep_lr(it, **kw), lr, rel_tol=1e-12), it
+    # no warm-up at all
+    assert warmup_multistep_lr(0, 0.1, 0, 0.001, [], 0.1) == 0.1
+
+
+@pytest.mark.oracle
+def test_warmup_multistep_lr_vs_torch_schedulers(torch):
+    """torch's LinearLR followed by MultiStepLR, both stepped every iteration, give the same lr."""
+    p = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.SGD([p], lr=0.02)
+    warm = torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.001, total_iters=10)
+    steps = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[15, 20], gamma=0.1)
+    for it in range(25):
+        ours = warmup_multistep_lr(it, 0.02, 10, 0.001, [15, 20], 0.1)
+        assert math.isclose(opt.param_groups[0]["lr"], ours, rel_tol=1e-9), it
+        opt.step()
+        warm.step()
+        steps.step()
+
+
+# -- initialisers ------------------------------------------------------------------------------
+@pytest.mark.oracle
+@pytest.mark.parametrize("shape", [(64, 3, 7, 7), (256, 1024), (256, 256, 2, 2), (4, 5)])
+def test_fans_match_torch(torch, shape):
+    assert init.fans(shape) == torch.nn.init._calculate_fan_in_and_fan_out(torch.empty(shape))
+
+
+def test_kaiming_uniform_bound_and_seed():
+    rng = np.random.default_rng(0)
+    w = init.kaiming_uniform((64, 3, 7, 7), rng)
+    bound = 1 / math.sqrt(3 * 7 * 7)   # a = sqrt(5): bound = sqrt(3) * sqrt(2/6) / sqrt(fan_in)
+    assert w.dtype == np.float32 and np.abs(w).max() <= bound and np.abs(w).max() > 0.95 * bound
+    np.testing.assert_array_equal(w, init.kaiming_uniform((64, 3, 7, 7), np.random.default_rng(0)))
+
+
+def test_kaiming_normal_and_normal_std():
+    rng = np.random.default_rng(0)
+    w = init.kaiming_normal((256, 64, 3, 3), rng)         # fan_out = 256 * 9
+    assert w.dtype == np.float32
+    assert abs(w.std() / math.sqrt(2 / (256 * 9)) - 1) < 0.02
+    w = init.normal((1000, 100), rng, std=0.01)
+    assert abs(w.std() / 0.01 - 1) < 0.02 and abs(w.mean()) < 1e-3
+    z = init.zeros((3, 4))
+    assert z.dtype == np.float32 and not z.any()
+    b = init.uniform_bias(16, 1000, rng)
+    assert np.abs(b).max() <= 0.25
