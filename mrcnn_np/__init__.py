@@ -20,3 +20,14 @@ An op is a pair of plain functions: ``x_forward(...) -> (out, cache)`` and
 except by the converter that reads a ``.pth`` file.
 """
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # Imported on first use, so that ``import mrcnn_np.nn`` stays light for chapter 01.
+    if name == "MaskRCNN":
+        from .model import MaskRCNN
+        return MaskRCNN
+    if name in ("Config", "get_config"):
+        from . import config
+        return getattr(config, name)
+    raise AttributeError(f"module 'mrcnn_np' has no attribute {name!r}")

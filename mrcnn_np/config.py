@@ -1,0 +1,148 @@
+"""One configuration dataclass, with three presets.
+
+- ``tiny`` (the default): a small ResNet-FPN that trains on a 2-core CPU in minutes on
+  128-256 px images of the shapes data set.
+- ``torchvision_r50_fpn``: every default of torchvision's ``maskrcnn_resnet50_fpn`` (so that
+  its weights load and its outputs can be compared number by number).
+- ``matterport``: matterport's Mask R-CNN settings (square 1024x1024 images, 261,888 anchors,
+  its RoI counts and thresholds).
+
+A preset is a plain function returning a ``Config``; change any field with keyword
+arguments: ``get_config("tiny", num_classes=4)``. No registry, no YAML.
+"""
+import math
+from dataclasses import asdict, dataclass, replace
+
+
+@dataclass
+class Config:
+    name: str = "tiny"
+    num_classes: int = 4  # K, background included (label 0); the shapes set has 3 classes
+
+    # -- transform: normalize, resize, pad -------------------------------------------------
+    min_size: tuple = (128,)  # short side; training picks one at random from the tuple
+    max_size: int = 192  # long side cap
+    image_mean: tuple = (0.485, 0.456, 0.406)  # ImageNet statistics, as torchvision
+    image_std: tuple = (0.229, 0.224, 0.225)
+    size_divisible: int = 32  # pad the batch to a multiple of the coarsest stride (P5: 32)
+    square: int = 0  # >0: matterport's square mode (resize long side, pad to square)
+
+    # -- backbone ----------------------------------------------------------------------------
+    backbone: str = "tiny"  # "tiny" | "resnet50"
+    backbone_norm: str = "batch"  # "frozen" | "batch"
+    trainable_layers: int = 5  # torchvision: 3 when starting from ImageNet weights
+    fpn_channels: int = 64
+
+    # -- anchors and RPN ------------------------------------------------------------------------
+    anchor_sizes: tuple = ((16,), (32,), (64,), (128,), (256,))  # one size per level P2..P6
+    aspect_ratios: tuple = ((0.5, 1.0, 2.0),) * 5  # h/w, torchvision's convention
+    rpn_objectness: str = "sigmoid"  # "sigmoid" (torchvision, 1 logit) | "softmax" (matterport, 2)
+    rpn_fg_iou_thresh: float = 0.7  # Faster R-CNN paper, Sec. 3.1.2
+    rpn_bg_iou_thresh: float = 0.3
+    rpn_batch_size_per_image: int = 256
+    rpn_positive_fraction: float = 0.5
+    rpn_pre_nms_top_n_train: int = 1000  # per level
+    rpn_pre_nms_top_n_test: int = 500
+    rpn_post_nms_top_n_train: int = 500  # per image
+    rpn_post_nms_top_n_test: int = 300
+    rpn_nms_thresh: float = 0.7
+    rpn_score_thresh: float = 0.0
+
+    # -- RoI heads ---------------------------------------------------------------------------------
+    roi_aligned: bool = False  # torchvision's MultiScaleRoIAlign uses aligned=False
+    box_roi_output_size: int = 7
+    box_sampling_ratio: int = 2
+    representation_size: int = 256  # TwoMLPHead width (torchvision: 1024)
+    box_fg_iou_thresh: float = 0.5  # Fast R-CNN paper, Sec. 2.3
+    box_bg_iou_thresh: float = 0.5
+    box_batch_size_per_image: int = 128
+    box_positive_fraction: float = 0.25
+    bbox_reg_weights: tuple = (10.0, 10.0, 5.0, 5.0)
+    box_score_thresh: float = 0.05
+    box_nms_thresh: float = 0.5
+    box_detections_per_img: int = 50
+
+    mask_roi_output_size: int = 14
+    mask_sampling_ratio: int = 2
+    mask_layers: tuple = (64, 64, 64, 64)  # 3x3 convs of the mask FCN (torchvision: 4 x 256)
+    mask_dim_reduced: int = 64  # channels of the 2x2 deconvolution
+    mask_loss: str = "sigmoid"  # "sigmoid" (per-class BCE, the paper's choice) | "softmax"
+    class_agnostic_masks: bool = False
+
+    backend: str = "auto"  # kernels for RoIAlign / NMS: "numpy" | "numba" | "cuda" | "auto"
+    seed: int = 0
+
+    def to_dict(self):
+        return asdict(self)
+
+    @property
+    def mask_size(self):
+        return 2 * self.mask_roi_output_size  # the deconvolution doubles 14 -> 28
+
+
+def tiny(**overrides):
+    """The default: trains from scratch on a 2-core CPU in minutes (see chapter 02 and 10)."""
+    return replace(Config(), **overrides)
+
+
+def torchvision_r50_fpn(**overrides):
+    """Every default of torchvision's ``maskrcnn_resnet50_fpn`` (torchvision 0.29)."""
+    cfg = Config(
+        name="torchvision_r50_fpn", num_classes=91,
+        min_size=(800,), max_size=1333, size_divisible=32,
+        backbone="resnet50", backbone_norm="frozen", trainable_layers=3, fpn_channels=256,
+        anchor_sizes=((32,), (64,), (128,), (256,), (512,)), aspect_ratios=((0.5, 1.0, 2.0),) * 5,
+        rpn_pre_nms_top_n_train=2000, rpn_pre_nms_top_n_test=1000,
+        rpn_post_nms_top_n_train=2000, rpn_post_nms_top_n_test=1000,
+        representation_size=1024, box_batch_size_per_image=512, box_detections_per_img=100,
+        mask_layers=(256, 256, 256, 256), mask_dim_reduced=256,
+    )
+    return replace(cfg, **overrides)
+
+
+def matterport(**overrides):
+    """matterport/Mask_RCNN's defaults (config.py there): 1024x1024 squares, 261,888 anchors.
+
+    matterport's anchors are one scale per level (32..512) with ratios (0.5, 1, 2) on P2..P6,
+    which is what ``anchor_sizes`` below says; its RPN keeps 6000 boxes before NMS (we apply
+    that per level, torchvision style), 2000/1000 after, samples 200 RoIs at 33% positive, and
+    uses a 2-class softmax for objectness.
+    """
+    cfg = torchvision_r50_fpn(
+        name="matterport", num_classes=81, min_size=(1024,), max_size=1024, square=1024,
+        rpn_objectness="softmax", rpn_nms_thresh=0.7,
+        rpn_pre_nms_top_n_train=6000, rpn_pre_nms_top_n_test=6000,
+        rpn_post_nms_top_n_train=2000, rpn_post_nms_top_n_test=1000,
+        box_batch_size_per_image=200, box_positive_fraction=0.33,
+        box_score_thresh=0.7, box_nms_thresh=0.3, box_detections_per_img=100,
+        bbox_reg_weights=(10.0, 10.0, 5.0, 5.0),
+    )
+    return replace(cfg, **overrides)
+
+
+PRESETS = {"tiny": tiny, "torchvision_r50_fpn": torchvision_r50_fpn, "matterport": matterport}
+
+
+def get_config(name="tiny", **overrides):
+    if name not in PRESETS:
+        raise ValueError(f"unknown config {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name](**overrides)
+
+
+def config_from_dict(d):
+    """Rebuild a Config saved with ``to_dict()`` (tuples come back from JSON as lists)."""
+    fields = Config.__dataclass_fields__
+    clean = {}
+    for k, v in d.items():
+        if k not in fields:
+            continue
+        clean[k] = _tuplify(v) if isinstance(v, list) else v
+    return Config(**clean)
+
+
+def _tuplify(v):
+    return tuple(_tuplify(x) if isinstance(x, list) else x for x in v)
+
+
+# log(1000/16): the largest log-scale change a box delta may ask for (torchvision _utils.py)
+BBOX_XFORM_CLIP = math.log(1000.0 / 16)

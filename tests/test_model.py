@@ -1,0 +1,147 @@
+"""The whole model: the total loss's gradient by finite differences, edge cases, the API.
+
+The finite-difference check runs the tiny preset in float64. Anchor and RoI sampling are
+random, and a nudged weight could change which proposals survive NMS; so the check reuses
+the sampled targets of the first forward pass (``sampling=``), which makes the loss a
+smooth function of the weights (up to ReLU kinks, which float64 and h=1e-6 do not hit).
+"""
+import numpy as np
+import pytest
+
+from mrcnn_np import MaskRCNN
+from mrcnn_np.config import tiny
+from mrcnn_np.model import LOSS_NAMES
+
+
+def _scene(rng, h=64, w=80, boxes=((8, 10, 40, 44), (30, 20, 70, 60)), labels=(1, 2),
+           dtype=np.float32):
+    """An image with filled rectangles/ellipses as objects, and their targets."""
+    img = (0.2 + 0.1 * rng.random((3, h, w))).astype(dtype)
+    masks = np.zeros((len(boxes), h, w), np.uint8)
+    yy, xx = np.mgrid[:h, :w]
+    for i, (x1, y1, x2, y2) in enumerate(boxes):
+        cx, cy, rx, ry = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / 2, (y2 - y1) / 2
+        if i % 2 == 0:
+            m = (xx >= x1) & (xx < x2) & (yy >= y1) & (yy < y2)
+        else:
+            m = ((xx + 0.5 - cx) / rx) ** 2 + ((yy + 0.5 - cy) / ry) ** 2 <= 1
+        masks[i] = m
+        img[:, m] = np.array([0.9, 0.3 + 0.3 * i, 0.1], dtype)[:, None]
+    target = dict(boxes=np.array(boxes, dtype).reshape(-1, 4),
+                  labels=np.array(labels, np.int64), masks=masks)
+    return img, target
+
+
+def _tiny_model(dtype=np.float32, **overrides):
+    cfg = tiny(min_size=(64,), max_size=96, **overrides)
+    model = MaskRCNN(cfg, rng=np.random.default_rng(0))
+    return model.astype(dtype) if dtype != np.float32 else model
+
+
+def _total(losses):
+    return sum(losses[k] for k in LOSS_NAMES)
+
+
+def test_total_loss_gradient_matches_finite_differences():
+    rng = np.random.default_rng(0)
+    model = _tiny_model(np.float64)
+    img, tgt = _scene(rng, dtype=np.float64)
+    images, targets = [img], [tgt]
+    losses, cache = model.forward_train(images, targets, np.random.default_rng(1))
+    assert all(np.isfinite(v) for v in losses.values())
+    sampling = cache["sampling"]
+    assert sampling["mask_targets"].shape[0] > 0, "need positive RoIs to test the mask branch"
+    model.zero_grad()
+    model.backward_train(cache)
+
+    params = list(model.named_parameters())
+    stages = ["backbone.body", "backbone.fpn", "rpn.head", "roi_heads.box_head",
+              "roi_heads.box_predictor", "roi_heads.mask_head", "roi_heads.mask_predictor"]
+    pick = np.random.default_rng(2)
+    h, checked = 1e-6, 0
+    for stage in stages:
+        in_stage = [(n, p, g) for n, p, g in params if n.startswith(stage)]
+        assert in_stage, f"no trainable parameters under {stage}"
+        for k in pick.choice(len(in_stage), size=min(3, len(in_stage)), replace=False):
+            name, p, g = in_stage[k]
+            # the entry with the largest gradient is the most informative one to check
+            idx = np.unravel_index(np.argmax(np.abs(g)), p.shape)
+            old = p[idx]
+            p[idx] = old + h
+            lp = _total(model.forward_train(images, targets, np.random.default_rng(1), sampling)[0])
+            p[idx] = old - h
+            lm = _total(model.forward_train(images, targets, np.random.default_rng(1), sampling)[0])
+            p[idx] = old
+            num = (lp - lm) / (2 * h)
+            assert abs(num - g[idx]) <= 1e-6 + 1e-4 * abs(num), (name, idx, num, g[idx])
+            checked += 1
+    assert checked >= 2 * len(stages)
+
+
+def test_image_without_objects_trains_with_a_finite_loss():
+    rng = np.random.default_rng(0)
+    model = _tiny_model()
+    img, _ = _scene(rng)
+    empty = dict(boxes=np.zeros((0, 4), np.float32), labels=np.zeros(0, np.int64),
+                 masks=np.zeros((0,) + img.shape[1:], np.uint8))
+    losses = model.forward_backward([img], [empty], np.random.default_rng(0))
+    assert np.isfinite(losses["loss"])
+    assert losses["loss_mask"] == 0 and losses["loss_box_reg"] == 0 and losses["loss_rpn_box_reg"] == 0
+    grads = [g for _, _, g in model.named_parameters()]
+    assert all(np.all(np.isfinite(g)) for g in grads)
+    assert any(np.abs(g).sum() > 0 for g in grads)  # the classifiers still learn "background"
+
+
+def test_object_smaller_than_the_smallest_anchor():
+    rng = np.random.default_rng(0)
+    model = _tiny_model()
+    img, tgt = _scene(rng, boxes=((20, 20, 24, 23),), labels=(3,))  # 4x3 px, anchors start at 16
+    losses = model.forward_backward([img], [tgt], np.random.default_rng(0))
+    assert np.isfinite(losses["loss"])
+    assert losses["loss_mask"] > 0  # the GT box itself is added as a RoI, so the mask trains
+
+
+def test_batch_of_two_images_of_different_sizes():
+    rng = np.random.default_rng(0)
+    model = _tiny_model()
+    a, ta = _scene(rng, 64, 80)
+    b, tb = _scene(rng, 72, 64, boxes=((5, 5, 30, 40),), labels=(2,))
+    losses = model.forward_backward([a, b], [ta, tb], np.random.default_rng(0))
+    assert np.isfinite(losses["loss"]) and losses["loss_mask"] > 0
+    out = model.predict([a, b])
+    assert len(out) == 2
+    for o, im in zip(out, (a, b)):
+        D = len(o["boxes"])
+        assert o["boxes"].shape == (D, 4) and o["labels"].shape == (D,) and o["scores"].shape == (D,)
+        assert o["masks"].shape == (D, 1) + im.shape[1:]
+        if D:
+            assert 0 <= o["masks"].min() and o["masks"].max() <= 1
+            assert np.all(o["labels"] >= 1)
+
+
+@pytest.mark.parametrize("variant", [dict(mask_loss="softmax"), dict(class_agnostic_masks=True),
+                                     dict(rpn_objectness="softmax")])
+def test_ablation_variants_train(variant):
+    rng = np.random.default_rng(0)
+    model = _tiny_model(**variant)
+    img, tgt = _scene(rng)
+    losses = model.forward_backward([img], [tgt], np.random.default_rng(0))
+    assert np.isfinite(losses["loss"])
+    assert model.predict([img])[0]["masks"].shape[1:] == (1,) + img.shape[1:]
+
+
+def test_weights_round_trip_npz(tmp_path):
+    model = _tiny_model()
+    path = tmp_path / "w.npz"
+    model.save(path)
+    other = MaskRCNN(model.cfg, rng=np.random.default_rng(123))
+    other.load(path)
+    for (n1, p1, _), (n2, p2, _) in zip(model.named_parameters(), other.named_parameters()):
+        assert n1 == n2 and np.array_equal(p1, p2)
+
+
+def test_loading_weights_of_another_architecture_names_the_tensors(tmp_path):
+    model = _tiny_model()
+    other = MaskRCNN(tiny(num_classes=7))
+    with pytest.raises(ValueError, match="roi_heads.box_predictor.cls_score.weight"):
+        model.load_state_dict(other.state_dict())
