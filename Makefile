@@ -31,10 +31,10 @@ demo: $(BASE_STAMP)
 # Every test: unit, gradient checks, oracle (torch/torchvision), kernels (CUDA simulator
 # when there is no GPU), notebooks (match their lesson and execute from a clean kernel).
 test: $(TEST_STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile tests
+	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile tests
 
 # Rebuild notebooks/ from lessons/ and execute them, keeping outputs.
-notebooks: $(BASE_STAMP)
+notebooks: $(TEST_STAMP)
 	$(PY) tools/notebooks.py build
 
 bench: $(TEST_STAMP)
