@@ -132,3 +132,9 @@ def test_convenience_matches_forward():
     rois = np.array([[0, 1, 1, 4, 3]], np.float32)
     assert np.array_equal(roi_pool(x, rois, 2), roi_pool_forward(x, rois, 2)[0])
     assert np.array_equal(roi_pool(x, [rois[:, 1:]], 2), roi_pool_forward(x, rois, 2)[0])
+
+
+def test_cuda_backend_is_refused_with_a_clear_error():
+    x = np.zeros((1, 1, 4, 4), np.float32)
+    with pytest.raises(NotImplementedError, match="no CUDA kernel"):
+        roi_pool(x, np.array([[0, 0, 0, 3, 3]], np.float32), 2, backend="cuda")

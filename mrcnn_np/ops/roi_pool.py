@@ -66,13 +66,16 @@ def roi_pool_forward(input, rois, output_size, spatial_scale=1.0, backend="numpy
     - rois: [R, 5] = (batch_index, x1, y1, x2, y2) in image coordinates, or a list of N
       arrays [K_i, 4] of boxes, one per image.
     - output_size: S or (S_h, S_w); spatial_scale: feature pixels per image pixel.
-    - backend: "numpy" (this file), "numba" or "auto".
+    - backend: "numpy" (this file), "numba" or "auto" ("cuda" raises: no GPU RoIPool).
 
     Returns ``(out, cache)``; out: [R, C, S_h, S_w]. The cache holds ``argmax``
     [R, C, S_h, S_w] int64: the flat index ``h * W + w`` of each bin's max in its image's
     channel plane, or -1 for a bin that passes no gradient.
     """
     backend = resolve_backend(backend)
+    if backend == "cuda":  # RoIPool is the baseline being replaced; only RoIAlign has a GPU kernel
+        raise NotImplementedError("roi_pool has no CUDA kernel; use backend='numba' or 'numpy' "
+                                  "(RoIAlign and NMS are the ops with numba.cuda kernels)")
     input = np.asarray(input)
     N, C, H, W = input.shape
     rois = convert_boxes_to_roi_format(rois, input.dtype)                 # [R, 5]
@@ -85,7 +88,7 @@ def roi_pool_forward(input, rois, output_size, spatial_scale=1.0, backend="numpy
         return out, cache
     hstart, hend, wstart, wend = roi_pool_bins(rois, spatial_scale, S_h, S_w, H, W)
     batch = rois[:, 0].astype(np.int64)                                   # [R]
-    if backend in ("numba", "cuda"):  # no CUDA RoIPool: the CPU kernel serves both
+    if backend == "numba":
         from kernels.roi_pool_numba import roi_pool_forward_numba
         roi_pool_forward_numba(input, batch, hstart, hend, wstart, wend, out, argmax)
         return out, cache
@@ -119,7 +122,7 @@ def roi_pool_backward(dout, cache):
     if len(rois) == 0 or C == 0:
         return dinput.reshape(N, C, H, W)
     batch = rois[:, 0].astype(np.int64)                                   # [R]
-    if cache["backend"] in ("numba", "cuda"):
+    if cache["backend"] == "numba":
         from kernels.roi_pool_numba import roi_pool_backward_numba
         roi_pool_backward_numba(dout, batch, argmax, dinput)
         return dinput.reshape(N, C, H, W)
