@@ -145,3 +145,25 @@ def test_loading_weights_of_another_architecture_names_the_tensors(tmp_path):
     other = MaskRCNN(tiny(num_classes=7))
     with pytest.raises(ValueError, match="roi_heads.box_predictor.cls_score.weight"):
         model.load_state_dict(other.state_dict())
+
+
+def test_checkpoint_is_atomic_and_readable(tmp_path):
+    import os
+    import stat
+    from mrcnn_np.checkpoint import load_npz, save_npz_atomic
+    path = tmp_path / "c.npz"
+    save_npz_atomic(path, {"a": np.arange(3)})
+    good = path.read_bytes()
+
+    class Boom:  # np.savez fails half-way through on an object it cannot write
+        def __array__(self, *a, **k):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        save_npz_atomic(path, {"a": np.arange(5), "b": Boom()})
+    assert path.read_bytes() == good  # the old good file is untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["c.npz"]  # no temporary left behind
+    assert np.array_equal(load_npz(path)["a"], np.arange(3))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
