@@ -14,6 +14,9 @@ keys of torchvision's FrozenBatchNorm2d exactly). With ``norm="batch"`` they are
 torchvision's state dict has one more key per norm layer, ``num_batches_tracked``: a step counter
 that torch uses only when ``momentum=None``. We do not keep it; the key sets match up to it and the
 weight converter drops it.
+With ``norm="group"`` they are ``GroupNorm`` (``weight`` and ``bias`` only, torch.nn.GroupNorm's
+keys), the choice for training from scratch with 1-2 images a batch (He, Girshick & Dollar 2019,
+"Rethinking ImageNet Pre-training"); torchvision has no such backbone to import from.
 
 Features (the FPN's outputs), finest first, with torchvision's names and strides:
 
@@ -39,7 +42,7 @@ from .nn import init
 from .nn.layers import (add_backward, add_forward, max_pool2d_backward, max_pool2d_forward,
                         relu_backward, relu_forward, upsample_nearest_backward,
                         upsample_nearest_forward)
-from .nn.modules import BatchNorm2d, Conv2d, FrozenBatchNorm2d, Module, Sequential
+from .nn.modules import BatchNorm2d, Conv2d, FrozenBatchNorm2d, GroupNorm, Module, Sequential
 
 EXPANSION = 4  # a bottleneck's output has 4x its inner width (ResNet paper, Table 1)
 FEATURE_NAMES = ("0", "1", "2", "3", "pool")  # torchvision's names for P2, P3, P4, P5, P6
@@ -55,13 +58,31 @@ resnet_conv_init = partial(init.kaiming_normal, mode="fan_out", nonlinearity="re
 fpn_conv_init = partial(init.kaiming_uniform, a=1)
 
 
+# GroupNorm: 32 groups, detectron2's GN (layers/batch_norm.py, get_norm) and Wu & He's default;
+# but at least 4 channels in a group, since groups of 1-2 channels approach instance norm, which
+# Wu & He (2018, Table 3) find clearly worse
+GN_GROUPS = 32
+GN_MIN_CHANNELS_PER_GROUP = 4
+
+
+def group_norm_groups(channels):
+    """The groups of ``norm="group"`` for ``channels`` = C: the largest divisor of C that is at
+    most ``min(32, C // 4)`` (and at least 1). ResNet-50: 16 groups at 64 channels, 32 from 128
+    on (detectron2 takes 32 at 64 channels too); the tiny preset: 16 -> 4, 32 -> 8, 64 -> 16."""
+    top = max(1, min(GN_GROUPS, channels // GN_MIN_CHANNELS_PER_GROUP))
+    return next(g for g in range(top, 0, -1) if channels % g == 0)
+
+
 def make_norm(norm, channels):
-    """``norm="frozen"``: FrozenBatchNorm2d (nothing trains); ``"batch"``: trainable BatchNorm2d."""
+    """``norm="frozen"``: FrozenBatchNorm2d (nothing trains); ``"batch"``: trainable BatchNorm2d;
+    ``"group"``: trainable GroupNorm with ``group_norm_groups(channels)`` groups."""
     if norm == "frozen":
         return FrozenBatchNorm2d(channels)
     if norm == "batch":
         return BatchNorm2d(channels)
-    raise ValueError(f"norm must be 'frozen' or 'batch', got {norm!r}")
+    if norm == "group":
+        return GroupNorm(group_norm_groups(channels), channels)
+    raise ValueError(f"norm must be 'frozen', 'batch' or 'group', got {norm!r}")
 
 
 def trains(module):
@@ -303,8 +324,10 @@ class ResNetFPN(Module):
         block_counts     bottlenecks per stage; (3, 4, 6, 3) is ResNet-50
         width            stem channels and layer1's inner width; 64 is ResNet-50
         fpn_channels     F, the channels of every P level (torchvision: 256)
-        norm             "frozen" (FrozenBatchNorm2d, torchvision's default with pretrained weights)
-                         or "batch" (BatchNorm2d: batch statistics in training mode)
+        norm             "frozen" (FrozenBatchNorm2d, torchvision's default with pretrained
+                         weights), "batch" (BatchNorm2d: batch statistics in training mode)
+                         or "group" (GroupNorm, per image, the same in training and eval;
+                         groups: see ``group_norm_groups``)
         trainable_layers 0..5, as torchvision (see the module docstring)
         rng              numpy Generator for the initial weights
         dtype            float32 (default) or float64 (gradient checks)

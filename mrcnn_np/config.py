@@ -29,7 +29,7 @@ class Config:
 
     # -- backbone ----------------------------------------------------------------------------
     backbone: str = "tiny"  # "tiny" | "resnet50"
-    backbone_norm: str = "batch"  # "frozen" | "batch"
+    backbone_norm: str = "batch"  # "frozen" | "batch" | "group"
     trainable_layers: int = 5  # torchvision: 3 when starting from ImageNet weights
     fpn_channels: int = 64
 

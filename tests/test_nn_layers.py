@@ -219,9 +219,15 @@ def test_batchnorm_gradcheck(shape, training, seed):
     dout = rng.standard_normal(shape)
     dx, dg, db = batchnorm2d_backward(dout, cache)
     tol = 1e-6  # the normalised output is flat along two directions: a little more rounding
-    assert rel_error(dx, numerical_grad(lambda v: f(v, g, b), x, dout)) < tol
-    assert rel_error(dg, numerical_grad(lambda v: f(x, v, b), g, dout)) < tol
-    assert rel_error(db, numerical_grad(lambda v: f(x, g, v), b, dout)) < tol
+
+    def close(analytic, numeric):
+        # With two values per channel the normalised output is +-1 whatever x is, so dx is
+        # ~0 and both sides are rounding noise: accept an absolute floor of 1e-8 there.
+        return np.abs(analytic - numeric).max(initial=0) < 1e-8 or rel_error(analytic, numeric) < tol
+
+    assert close(dx, numerical_grad(lambda v: f(v, g, b), x, dout))
+    assert close(dg, numerical_grad(lambda v: f(x, v, b), g, dout))
+    assert close(db, numerical_grad(lambda v: f(x, g, v), b, dout))
 
 
 @pytest.mark.oracle

@@ -1,7 +1,8 @@
 """The other layers of Mask R-CNN, each a forward/backward pair with an explicit cache.
 
 linear, relu, sigmoid, max_pool2d, batchnorm2d (trainable), frozen_batchnorm2d (the detection
-backbone's), upsample_nearest (FPN's top-down path), add (residual and FPN sums), flatten.
+backbone's), groupnorm (per image, for training from scratch), upsample_nearest (FPN's
+top-down path), add (residual and FPN sums), flatten.
 Shapes use the letters of ``mrcnn_np/__init__.py``. Every backward returns fresh arrays.
 """
 import numpy as np
@@ -202,6 +203,70 @@ def frozen_batchnorm2d_forward(x, weight, bias, running_mean, running_var, eps=1
 def frozen_batchnorm2d_backward(dout, cache):
     """``dx = dout * scale``. Weight, bias and statistics are frozen buffers: no gradient."""
     return dout * cache[:, None, None]
+
+
+# -- group norm ------------------------------------------------------------------------------
+def groupnorm_forward(x, gamma, beta, num_groups, eps=1e-5):
+    """Group normalisation (Wu & He, 2018; torch's ``F.group_norm``), per image.
+
+    The C channels are split into ``num_groups`` = G consecutive groups of C/G channels; each
+    image's group is normalised with its own mean and biased variance over its C/G * H * W
+    values, then each channel gets its own affine map. Nothing depends on the other images of
+    the batch, so training and evaluation compute the same thing (no running statistics).
+
+    Inputs
+        x : [N, C, H, W], C divisible by G;  gamma, beta : [C] (torch's ``weight``, ``bias``)
+        num_groups : G (G = 1 is layer norm over (C, H, W); G = C is instance norm)
+        eps : added to the variance; torch's default 1e-5 (``nn.GroupNorm``)
+    Returns
+        out : [N, C, H, W] = gamma * (x - mean) / sqrt(var + eps) + beta;  cache
+    A group of one value (C/G = 1 and a 1x1 map) has var 0, xhat 0 and out = beta, as in torch.
+    N = 0 gives an empty output.
+    """
+    N, C, H, W = x.shape
+    G = int(num_groups)
+    if G < 1 or C % G:
+        raise ValueError(f"group norm needs channels divisible by num_groups, got C={C}, G={G}")
+    dt = x.dtype
+    xg = x.reshape(N, G, (C // G) * H * W)                         # [N, G, m], m = C/G*H*W
+    if xg.size == 0:
+        mean = np.zeros((N, G, 1), dt)
+        var = np.zeros((N, G, 1), dt)
+    else:
+        mean = xg.mean(axis=2, keepdims=True)                       # [N, G, 1]
+        var = xg.var(axis=2, keepdims=True)                         # [N, G, 1], biased
+    invstd = (1 / np.sqrt(var + dt.type(eps))).astype(dt)          # [N, G, 1]
+    xhat = ((xg - mean) * invstd).reshape(N, C, H, W)              # [N, C, H, W]
+    out = xhat * gamma.astype(dt)[:, None, None] + beta.astype(dt)[:, None, None]
+    return out, (xhat, invstd, gamma, G)
+
+
+def groupnorm_backward(dout, cache):
+    """Gradients of :func:`groupnorm_forward`.
+
+    With g = dout * gamma (per channel) and m = C/G * H * W values in a group, per (image, group):
+        dx = invstd * (g - mean(g) - xhat * mean(g * xhat))
+    (the group's mean and variance depend on every x of the group, hence the two correction
+    terms; it is batch norm's formula with the group of one image in place of the channel of
+    the batch). Summing over images and positions, per channel:
+        dgamma = sum(dout * xhat),  dbeta = sum(dout)
+    Returns dx : [N, C, H, W];  dgamma, dbeta : [C] in gamma's dtype.
+    """
+    xhat, invstd, gamma, G = cache
+    N, C, H, W = xhat.shape
+    dt = xhat.dtype
+    dbeta = dout.sum(axis=(0, 2, 3))                               # [C]
+    dgamma = (dout * xhat).sum(axis=(0, 2, 3))                     # [C]
+    m = (C // G) * H * W                                           # values in a group
+    g = (dout * gamma.astype(dt)[:, None, None]).reshape(N, G, m)  # [N, G, m]
+    xh = xhat.reshape(N, G, m)                                     # [N, G, m]
+    if g.size == 0:
+        dx = np.zeros((N, C, H, W), dt)
+    else:
+        mean_g = g.mean(axis=2, keepdims=True)                     # [N, G, 1]
+        mean_gx = (g * xh).mean(axis=2, keepdims=True)             # [N, G, 1]
+        dx = ((g - mean_g - xh * mean_gx) * invstd).reshape(N, C, H, W)  # [N, C, H, W]
+    return dx, dgamma.astype(gamma.dtype, copy=False), dbeta.astype(gamma.dtype, copy=False)
 
 
 # -- nearest upsampling ----------------------------------------------------------------------

@@ -15,7 +15,8 @@ from . import init
 from .conv import (conv2d_backward, conv2d_forward, conv_transpose2d_backward,
                    conv_transpose2d_forward)
 from .layers import (batchnorm2d_backward, batchnorm2d_forward, frozen_batchnorm2d_backward,
-                     frozen_batchnorm2d_forward, linear_backward, linear_forward, relu_backward,
+                     frozen_batchnorm2d_forward, groupnorm_backward, groupnorm_forward,
+                     linear_backward, linear_forward, relu_backward,
                      relu_forward)
 
 
@@ -263,6 +264,34 @@ class FrozenBatchNorm2d(Module):
 
     def backward(self, dout, cache):
         return frozen_batchnorm2d_backward(dout, cache)
+
+
+class GroupNorm(Module):
+    """Group norm (torch.nn.GroupNorm with ``affine=True``): per image, over groups of channels.
+
+    ``num_channels`` = C split into ``num_groups`` = G groups; params ``weight`` (ones) and
+    ``bias`` (zeros), [C] each, as torch initialises and names them; no buffers. The same
+    computation in training and evaluation, so small batches do no harm (Wu & He, 2018).
+    """
+
+    def __init__(self, num_groups, num_channels, eps=1e-5):
+        super().__init__()
+        if num_groups < 1 or num_channels % num_groups:
+            raise ValueError(f"num_channels ({num_channels}) must be divisible by num_groups "
+                             f"({num_groups})")
+        self.add_param("weight", np.ones(num_channels, np.float32))
+        self.add_param("bias", np.zeros(num_channels, np.float32))
+        self.num_groups, self.num_channels, self.eps = num_groups, num_channels, eps
+
+    def forward(self, x):
+        return groupnorm_forward(x, self.params["weight"], self.params["bias"], self.num_groups,
+                                 eps=self.eps)
+
+    def backward(self, dout, cache):
+        dx, dgamma, dbeta = groupnorm_backward(dout, cache)
+        self.grads["weight"] += dgamma
+        self.grads["bias"] += dbeta
+        return dx
 
 
 class Sequential(Module):
