@@ -1,0 +1,122 @@
+"""``make demo``: the whole job on a 2-core CPU, in one command.
+
+    python -m mrcnn_np demo --out runs/demo
+
+1. writes the shapes data set to ``runs/demo/data`` (kept when it is already there),
+2. trains the ``tiny`` preset on it (``runs/demo/checkpoint.npz``, ``log.jsonl``,
+   ``loss_curve.png``, ``weights.npz``); a demo that was interrupted continues from its last
+   checkpoint when run again,
+3. evaluates on the validation split with pycocotools (``coco_table.txt``, ``coco_eval.json``),
+4. draws the predictions on validation images (``gallery.png``) and the RoIPool-vs-RoIAlign
+   figure of chapter 08 (``roipool_vs_roialign.png``),
+
+and prints where everything is. Every setting is a keyword of :func:`run_demo`; the defaults
+are in ``DEMO`` below.
+"""
+import os
+import tempfile
+import time
+from pathlib import Path
+
+DEMO = dict(
+    num_train=200, num_val=50, image_size=128, data_seed=0,  # the data set
+    iters=600, batch_size=2, lr=0.02, clip_grad_norm=10.0, seed=0, checkpoint_every=100,
+    gallery_images=8, gallery_score_threshold=0.5,  # gallery.png: images, least score drawn
+)
+
+
+def _data_ready(data_dir):
+    ann = Path(data_dir) / "annotations"
+    return (ann / "instances_train.json").is_file() and (ann / "instances_val.json").is_file()
+
+
+def run_demo(out="runs/demo", iters=None, progress=True, log=print, **settings):
+    """Run the demo into ``out``; returns a summary dict (wall_s, eval stats, paths).
+    ``settings`` override ``DEMO`` (``num_train``, ``image_size``, ``batch_size``, ...)."""
+    from .config import tiny
+    from .data.shapes import make_shapes_dataset
+    from .eval.coco_eval import format_table
+    from .figures import roi_pool_vs_roi_align_figure
+    from .train import atomic_save_png, atomic_write_bytes, atomic_write_json, load_split, train
+    from .viz import save_gallery
+
+    unknown = set(settings) - set(DEMO)
+    if unknown:
+        raise ValueError(f"unknown demo settings {sorted(unknown)}; known: {sorted(DEMO)}")
+    s = dict(DEMO, **settings)
+    if iters is not None:
+        s["iters"] = iters
+    out = Path(out)
+    data_dir = out / "data"
+    t0 = time.perf_counter()
+
+    # 1. data
+    if _data_ready(data_dir):
+        log(f"[1/4] shapes data set already in {data_dir}")
+    else:
+        log(f"[1/4] writing the shapes data set to {data_dir}")
+        make_shapes_dataset(data_dir, num_train=s["num_train"], num_val=s["num_val"],
+                            image_size=(s["image_size"], s["image_size"]), seed=s["data_seed"])
+
+    # 2. training (continue an interrupted demo from its checkpoint)
+    resume = (out / "checkpoint.npz").is_file()
+    log(f"[2/4] training the tiny preset for {s['iters']} iterations"
+        + (" (continuing from the checkpoint)" if resume else ""))
+    summary = train(tiny(), data_dir, out, iters=s["iters"], batch_size=s["batch_size"], lr=s["lr"],
+                    clip_grad_norm=s["clip_grad_norm"], seed=s["seed"],
+                    checkpoint_every=s["checkpoint_every"], eval_every=0,
+                    resume=resume, progress=progress, log=log)
+    t_train = time.perf_counter() - t0
+
+    # 3. the COCO table (train() evaluated the final weights on the whole val split)
+    log("[3/4] COCO evaluation on the validation split")
+    stats = summary["eval"]
+    table = format_table(stats)
+    atomic_write_bytes(out / "coco_table.txt", (table + "\n").encode())
+    atomic_write_json(out / "coco_eval.json", stats)
+
+    # 4. pictures
+    log("[4/4] prediction gallery and the RoIPool-vs-RoIAlign figure")
+    from .model import MaskRCNN
+    from .train import read_checkpoint
+    ck = read_checkpoint(out / "checkpoint.npz")
+    model = MaskRCNN(ck["config"])
+    model.load_state_dict(ck["model_state"])
+    val = load_split(data_dir, "val")
+    items = []
+    for i in range(min(s["gallery_images"], len(val))):
+        image = val.get(i)["image"]  # [3, H, W]
+        items.append((image, model.predict([image])[0]))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=out)
+    os.close(fd)
+    try:  # save_gallery writes the temporary file; the rename makes gallery.png appear whole
+        os.chmod(tmp, 0o644)
+        save_gallery(items, tmp, cols=4, class_names=summary["class_names"],
+                     score_threshold=s["gallery_score_threshold"])
+        os.replace(tmp, out / "gallery.png")
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    fig = roi_pool_vs_roi_align_figure()
+    atomic_save_png(out / "roipool_vs_roialign.png", fig)
+
+    wall = time.perf_counter() - t0
+    result = dict(wall_s=wall, train_and_eval_s=t_train, iterations=summary["iterations"],
+                  settings=s, eval=stats, first_losses=summary["first"], final_losses=summary["final"])
+    atomic_write_json(out / "demo_summary.json", result)
+    log("")
+    log(table)
+    log("")
+    log(f"demo done in {wall / 60:.1f} min. Files in {out}/:")
+    for name, what in (("gallery.png", "predictions on validation images"),
+                       ("loss_curve.png", "the losses during training"),
+                       ("coco_table.txt", "COCO AP table (bbox and segm)"),
+                       ("coco_eval.json", "every COCO number"),
+                       ("roipool_vs_roialign.png", "chapter 08's figure"),
+                       ("log.jsonl", "one line of losses per iteration"),
+                       ("weights.npz", "the trained weights (predict / evaluate --weights)"),
+                       ("checkpoint.npz", "weights + optimiser + RNG (train --resume)"),
+                       ("data/", "the shapes data set (COCO format)"),
+                       ("demo_summary.json", "wall time, settings, AP")):
+        log(f"  {out / name}  -- {what}")
+    return result
