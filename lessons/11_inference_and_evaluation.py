@@ -1,0 +1,658 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 11 — Inference and evaluation
+#
+# At inference there are no targets and no losses. The model turns each proposal into
+# scored, class-labelled boxes, keeps the good ones, draws a 28 x 28 mask for each and pastes
+# it into the image. Then we ask: **how good are these detections?** The answer used by every
+# paper since 2015 is COCO's average precision (AP). This chapter
+#
+# 1. walks through the post-processing of one real prediction: softmax, one box per class,
+#    score threshold, NMS per class, top-k;
+# 2. pastes a 28 x 28 mask into the image, and explains the 1-pixel zero border;
+# 3. shows predictions on validation images;
+# 4. computes AP by hand, then with our from-scratch code, then with pycocotools, and settles
+#    **AP50 versus AP**;
+# 5. shows four ways detections go wrong.
+#
+# **The weights.** `assets/tiny_shapes.npz` holds the weights of the tiny preset (4 classes:
+# background, circle, square, triangle) trained by `make demo`: `make_shapes_dataset(seed=0)`
+# with 200 training images of 128 x 128, 600 iterations of 2 images, learning rate 0.02 with
+# warm-up, gradient clipping at 10 (chapter 10). To make them again, run `make demo` and copy
+# `runs/demo/weights.npz` to `notebooks/assets/tiny_shapes.npz`. Six hundred iterations on a
+# CPU make a weak detector (AP50 about 0.2 on the shapes): good for seeing every failure, and
+# the numbers below come from it. Train longer for better numbers.
+
+# %%
+# %matplotlib inline
+import inspect
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from mrcnn_np.config import tiny
+from mrcnn_np.data.shapes import make_shapes_dataset, make_shapes_image
+from mrcnn_np.eval.ap import RECALL_POINTS, coco_average_precision, interpolated_precision
+from mrcnn_np.eval.coco_eval import coco_evaluate, format_table, predictions_to_coco_results
+from mrcnn_np.model import MaskRCNN
+from mrcnn_np.ops.anchors import AnchorGenerator
+from mrcnn_np.ops.box_coder import BoxCoder
+from mrcnn_np.ops.boxes import box_iou, clip_boxes_to_image, remove_small_boxes
+from mrcnn_np.ops.nms import batched_nms
+from mrcnn_np.postprocess import (expand_boxes, expand_masks, masks_from_logits,
+                                  paste_masks_in_image, postprocess_detections)
+from mrcnn_np.roi_heads import project_masks_on_boxes
+from mrcnn_np.train import load_split
+from mrcnn_np.viz import draw_instances
+
+np.set_printoptions(precision=3, suppress=True)
+t_chapter = time.perf_counter()
+work = Path(tempfile.mkdtemp(prefix="mrcnn_ch11_"))
+
+cfg = tiny(num_classes=4)
+# notebooks/ is the working folder when the notebook runs; the repository root works too
+ASSETS = Path("assets") if Path("assets").is_dir() else Path("notebooks") / "assets"
+model = MaskRCNN(cfg).load(ASSETS / "tiny_shapes.npz")
+# The demo's validation split: each image has its own seed, so writing only the 50 validation
+# images (num_train=0) gives exactly the images the demo evaluated on.
+make_shapes_dataset(work / "shapes", num_train=0, num_val=50, image_size=(128, 128), seed=0)
+val = load_split(work / "shapes", "val")
+names = val.class_names
+print(val)
+print("classes:", names)
+
+# %% [markdown]
+# ## 1. Post-processing, step by step
+#
+# `MaskRCNN.predict` runs the backbone and the RPN (300 proposals per image at test time),
+# pools a 7 x 7 feature for every proposal, and the box head gives, per proposal, K = 4 class
+# logits and 4K box deltas. `postprocess_detections` turns those into detections:
+
+# %%
+print(inspect.getsource(MaskRCNN.predict).split("mask_feats, _")[0])
+
+# %% [markdown]
+# We run the same stages on one validation image (with the model's own helpers, the ones
+# `predict` calls) and stop at the box head's outputs. For a clear example we take the first
+# validation image whose best detection is right (its class, and IoU >= 0.7 with a
+# ground-truth box).
+
+# %%
+def best_detection_is_right(s):
+    p = model.predict([s["image"]])[0]
+    if len(p["scores"]) == 0 or len(s["labels"]) == 0:
+        return False
+    iou = box_iou(p["boxes"][:1].astype(np.float32), s["boxes"])[0]  # [G]
+    return iou.max() >= 0.7 and s["labels"][iou.argmax()] == p["labels"][0]
+
+
+pick = next((i for i in range(len(val)) if best_detection_is_right(val.get(i))), 0)
+sample = val.get(pick)
+image = sample["image"]  # [3, H, W]
+batch, image_sizes, _ = model.transform([image], None, training=False)
+model.train(False)
+feats, _, _, _, proposals = model._features_and_proposals(batch, image_sizes, training=False)
+box_feats, _ = model._pool(feats, proposals, cfg.box_roi_output_size, cfg.box_sampling_ratio,
+                           image_sizes)  # [P, C, 7, 7]
+h, _ = model.roi_heads.box_head.forward(box_feats)  # [P, rep]
+class_logits, box_regression, _ = model.roi_heads.box_predictor.forward(h)  # [P, K], [P, 4K]
+P, K = class_logits.shape
+print(f"image {sample['image_id']}, objects: {len(sample['labels'])} "
+      f"{[names[l] for l in sample['labels']]}; resized to {image_sizes[0]}")
+print(f"{P} proposals -> class_logits {class_logits.shape}, box_regression {box_regression.shape}")
+
+# %% [markdown]
+# **Softmax.** Each proposal gets a probability for each of the K classes, background included;
+# the K probabilities sum to 1:
+# $p_k = e^{z_k} / \sum_j e^{z_j}$.
+#
+# **One box per class.** The deltas of class k move the proposal to class k's box (chapter 04's
+# decoding, with weights (10, 10, 5, 5)). Each box is clipped to the image.
+#
+# **Candidates.** Every (proposal, foreground class) pair is one candidate with score $p_k$:
+# P x (K - 1) of them. The background column is dropped: "background" is not something we
+# report.
+
+# %%
+probs = np.exp(class_logits - class_logits.max(1, keepdims=True))
+probs /= probs.sum(1, keepdims=True)  # [P, K] softmax, rows sum to 1
+boxes_all = BoxCoder(cfg.bbox_reg_weights).decode(box_regression, proposals[0])  # [P, K, 4]
+boxes_all = clip_boxes_to_image(boxes_all, image_sizes[0])  # [P, K, 4]
+print("probabilities of the first 3 proposals (columns: background, circle, square, triangle):")
+print(probs[:3])
+print("most likely class over all proposals:",
+      {names[k]: int(n) for k, n in enumerate(np.bincount(probs.argmax(1), minlength=K))})
+
+cand_boxes = boxes_all[:, 1:].reshape(-1, 4)  # [P*(K-1), 4]
+cand_scores = probs[:, 1:].reshape(-1)  # [P*(K-1)]
+cand_labels = np.tile(np.arange(1, K), P)  # [P*(K-1)]
+steps = {"candidates (proposal, class)": len(cand_scores)}
+
+keep = np.nonzero(cand_scores > cfg.box_score_thresh)[0]  # score threshold 0.05 (strict)
+cand_boxes, cand_scores, cand_labels = cand_boxes[keep], cand_scores[keep], cand_labels[keep]
+steps[f"score > {cfg.box_score_thresh}"] = len(keep)
+keep = remove_small_boxes(cand_boxes, 1e-2)  # boxes at least 0.01 px wide and high
+cand_boxes, cand_scores, cand_labels = cand_boxes[keep], cand_scores[keep], cand_labels[keep]
+steps["not tiny"] = len(keep)
+before_nms = (cand_boxes, cand_scores, cand_labels)
+keep = batched_nms(cand_boxes, cand_scores, cand_labels, cfg.box_nms_thresh)  # NMS per class
+steps[f"NMS per class (IoU {cfg.box_nms_thresh})"] = len(keep)
+keep = keep[:cfg.box_detections_per_img]  # top-k, best first
+steps[f"top {cfg.box_detections_per_img}"] = len(keep)
+det_boxes, det_scores, det_labels = cand_boxes[keep], cand_scores[keep], cand_labels[keep]
+for what, n in steps.items():
+    print(f"{what:30s} {n:5d}")
+
+# The library function does exactly these steps:
+lib_boxes, lib_scores, lib_labels = postprocess_detections(
+    class_logits, box_regression, proposals, image_sizes, cfg.box_score_thresh,
+    cfg.box_nms_thresh, cfg.box_detections_per_img, cfg.bbox_reg_weights)
+assert np.array_equal(lib_boxes[0], det_boxes) and np.array_equal(lib_labels[0], det_labels)
+print("\nbest 5 detections (x1, y1, x2, y2, score, label):")
+for b, s, l in zip(det_boxes[:5], det_scores[:5], det_labels[:5]):
+    print(np.round(b, 1), f"{s:.3f}", names[l])
+
+# %% [markdown]
+# NMS runs **per class**: a circle box never suppresses a square box, however much they
+# overlap. So one proposal can become several detections of different classes, and a weak
+# model often reports one object twice, once per class it hesitates between. The low
+# threshold 0.05 keeps many weak detections on purpose: AP rewards ranking, not a cut-off
+# (section 4), so the cut-off for *pictures* (0.5 below) is chosen later, by the user.
+
+# %%
+fig, axes = plt.subplots(1, 4, figsize=(12, 3.4))
+panels = [("ground truth", sample["boxes"], sample["labels"], None),
+          (f"{P} proposals", proposals[0], np.zeros(P, int), None),
+          (f"{len(before_nms[1])} candidates with score > 0.05", before_nms[0], before_nms[2],
+           before_nms[1]),
+          (f"{len(det_scores)} detections after NMS", det_boxes, det_labels, det_scores)]
+for ax, (title, b, l, s) in zip(axes, panels):
+    ax.imshow(image.transpose(1, 2, 0))
+    for k in range(len(b)):
+        alpha = 0.25 if s is None and title != "ground truth" else \
+            (1.0 if s is None else 0.2 + 0.8 * float(s[k]))
+        colour = "w" if l[k] == 0 else f"C{int(l[k])}"
+        x1, y1, x2, y2 = b[k]
+        ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec=colour,
+                                   lw=0.8 if title.endswith("proposals") else 1.4, alpha=alpha))
+    ax.set_title(title, fontsize=10)
+    ax.axis("off")
+fig.suptitle("From proposals to detections (colour = class: orange circle, green square, red "
+             "triangle; opacity = score)", fontsize=10)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## 2. Pasting a 28 x 28 mask into the image
+#
+# The mask head gives, for each detection, 28 x 28 logits per class; we keep the channel of the
+# detection's own class and apply a sigmoid (`masks_from_logits`). That map covers the
+# detection's **box**, not the image. Pasting resizes it to the box's size and writes it at the
+# box's place.
+#
+# torchvision (and we) first put a **1-pixel ring of zeros** around the 28 x 28 map (30 x 30),
+# and grow the box about its centre by 30/28, so the original 28 x 28 part still covers the
+# original box. Then the padded map is resized bilinearly to the grown box, whose corners are
+# cut to integers; columns $x_1..x_2$ *inclusive* are covered, so a box is $x_2 - x_1 + 1$
+# pixels wide (a leftover of the old "+1" box convention, kept to match torchvision).
+#
+# Why the ring: bilinear resizing interpolates between neighbouring cells. Without the ring, the
+# outer cells of the map are stretched to the box's edge and stop there: a mask that is "on" at
+# the border of the 28 x 28 map is "on" right up to the box's edge and then drops to 0 in one
+# pixel, a hard cut along the box. With the ring, the map fades from its border value to 0 over
+# one cell, as it would if the head had seen a little beyond the box.
+
+# %%
+def without_docstring(fn):
+    """A function's source with its docstring cut out (the docstrings are long)."""
+    head, _doc, body = inspect.getsource(fn).split('"""', 2)
+    return head + '"""..."""' + body
+
+
+for fn in (paste_masks_in_image, expand_masks, expand_boxes):
+    print(without_docstring(fn))
+
+# %%
+mask_feats, _ = model._pool(feats, [det_boxes], cfg.mask_roi_output_size, cfg.mask_sampling_ratio,
+                            image_sizes)  # [D, C, 14, 14]
+m, _ = model.roi_heads.mask_head.forward(mask_feats)
+mask_logits, _ = model.roi_heads.mask_predictor.forward(m)  # [D, K, 28, 28]
+mask_probs = masks_from_logits(mask_logits, det_labels)  # [D, 1, 28, 28]
+d = 0  # the best detection
+box = det_boxes[d:d + 1]  # [1, 4]
+padded, scale = expand_masks(mask_probs[d:d + 1])  # [1, 1, 30, 30], 30 / 28
+grown = expand_boxes(box, scale)  # [1, 4]
+pasted = paste_masks_in_image(mask_probs[d:d + 1], box, image.shape[1:])[0, 0]  # [H, W]
+no_pad = paste_masks_in_image(mask_probs[d:d + 1], box, image.shape[1:], padding=0)[0, 0]
+print(f"detection {d}: {names[det_labels[d]]} {det_scores[d]:.2f}, box {np.round(box[0], 2)}")
+print(f"scale {scale:.4f}; grown box {np.round(grown[0], 2)}; as integers {np.trunc(grown[0])}")
+
+fig, axes = plt.subplots(1, 4, figsize=(15, 3.8))
+axes[0].imshow(mask_probs[d, 0], vmin=0, vmax=1, cmap="viridis")
+axes[0].set_title("28 x 28 probabilities")
+axes[1].imshow(padded[0, 0], vmin=0, vmax=1, cmap="viridis")
+axes[1].add_patch(plt.Rectangle((0.5, 0.5), 28, 28, fill=False, ec="r", lw=1))
+axes[1].set_title("padded to 30 x 30 (red: the 28 x 28)")
+g = grown[0]
+for ax, (title, pm) in zip(axes[2:4], (("pasted with the 1-px pad", pasted),
+                                        ("pasted without a pad", no_pad))):
+    ax.imshow(image.transpose(1, 2, 0))
+    ax.imshow(np.ma.masked_where(pm == 0, pm), vmin=0, vmax=1, cmap="viridis", alpha=0.85)
+    ax.contour(pm > 0.5, levels=[0.5], colors="w", linewidths=1)
+    x1, y1, x2, y2 = box[0]
+    ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec="r", lw=1))
+    ax.add_patch(plt.Rectangle((g[0], g[1]), g[2] - g[0], g[3] - g[1], fill=False, ec="y",
+                               lw=1, ls="--"))
+    ax.set_xlim(g[0] - 6, g[2] + 6)  # zoom on the box
+    ax.set_ylim(g[3] + 6, g[1] - 6)
+    ax.set_title(title + "\n(red: box, yellow: grown box, white: p = 0.5)", fontsize=9)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# To see the difference clearly, take a map that is 1 everywhere: the head says "the whole
+# box is object". We paste it into the box x = 10..30 (20 pixels wide) and print one row.
+# With the pad, the 28 cells land on the box's 20 columns (10..29) and the ring of zeros on the
+# grown part, so the row is 1 on the box and fades over one column on each side. Without the
+# pad, the map is stretched over columns 10..30 *inclusive*: 21 columns, one too many, and
+# it stops with a cliff.
+
+# %%
+ones = np.ones((1, 1, 28, 28), np.float32)
+box20 = np.array([[10.0, 10.0, 30.0, 30.0]], np.float32)
+row_pad = paste_masks_in_image(ones, box20, (40, 40))[0, 0, 20, 6:34]  # columns 6..33
+row_nopad = paste_masks_in_image(ones, box20, (40, 40), padding=0)[0, 0, 20, 6:34]
+print("columns         ", np.arange(6, 34))
+print("with the pad    ", np.round(row_pad, 2))
+print("without the pad ", np.round(row_nopad, 2))
+print("pixels above 0.5: with pad", int((row_pad > 0.5).sum()),
+      "| without", int((row_nopad > 0.5).sum()), "| the box is 20 wide")
+assert (row_pad > 0.5).sum() == 20 and (row_nopad > 0.5).sum() == 21
+
+fig, ax = plt.subplots(figsize=(7, 2.6))
+ax.step(np.arange(6, 34) + 0.5, row_pad, where="mid", label="with the pad")
+ax.step(np.arange(6, 34) + 0.5, row_nopad, where="mid", ls="--", label="without the pad")
+ax.axvspan(10, 30, color="r", alpha=0.1, label="the box, x = 10..30")
+ax.set_xlabel("x (pixels; column c covers c..c+1)")
+ax.set_ylabel("pasted value")
+ax.set_title("a 28 x 28 map of ones pasted into a 20-pixel box, one row")
+ax.legend(fontsize=8, loc="center")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## 3. Predictions on validation images
+#
+# `model.predict(images)` does all of the above and returns, per image, torchvision's format:
+# `boxes [D, 4]`, `labels [D]`, `scores [D]` and `masks [D, 1, H, W]` (soft, 0..1, already
+# pasted). We predict all 50 validation images (for section 4) and draw the first eight,
+# keeping detections with score >= 0.5, the usual cut-off for pictures.
+
+# %%
+t0 = time.perf_counter()
+predictions, image_ids = [], []
+for i in range(len(val)):
+    s = val.get(i)
+    predictions.append(model.predict([s["image"]])[0])
+    image_ids.append(s["image_id"])
+print(f"predicted {len(val)} images in {time.perf_counter() - t0:.1f} s")
+p0 = predictions[0]
+print({k: (v.shape, v.dtype.name) for k, v in p0.items()})
+
+fig, axes = plt.subplots(2, 8, figsize=(14, 4.2))
+for j in range(8):
+    s = val.get(j)
+    axes[0, j].imshow(draw_instances(s["image"], s["boxes"], s["labels"], masks=s["masks"],
+                                     class_names=names))
+    p = predictions[j]
+    axes[1, j].imshow(draw_instances(s["image"], p["boxes"], p["labels"], p["scores"], p["masks"],
+                                     class_names=names, score_threshold=0.5))
+    axes[0, j].set_title(f"image {s['image_id']}", fontsize=9)
+    axes[1, j].set_title(f"{int((p['scores'] >= 0.5).sum())} of {len(p['scores'])} shown",
+                         fontsize=9)
+for ax in axes.ravel():
+    ax.axis("off")
+axes[0, 0].text(-10, 64, "ground truth", rotation=90, va="center", ha="right")
+axes[1, 0].text(-10, 64, "predicted", rotation=90, va="center", ha="right")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# What to look for. The demo's weights come from 600 iterations on a CPU, and it shows: few
+# detections reach 0.5, boxes on large shapes are roughly right but the class is often wrong,
+# and small shapes are missed. Below the 0.5 cut-off there are many more detections (the
+# captions count them); they do not appear in the pictures, but they all count in AP.
+#
+# ## 4. Average precision
+#
+# ### 4.1 The idea, on a list worked by hand
+#
+# For one class, put all detections of all images in one list, best score first. Walk down the
+# list. A detection is a **true positive** (TP) when it overlaps a still-unmatched ground-truth
+# object of its class with IoU >= t, else a **false positive** (FP). After each detection,
+#
+# $$\text{recall} = \frac{\#TP}{\#\text{ground truth}}, \qquad
+#   \text{precision} = \frac{\#TP}{\#TP + \#FP}.$$
+#
+# COCO then (1) makes precision non-increasing from the right (each point takes the best
+# precision at any higher recall), and (2) reads it at the 101 recall levels
+# 0, 0.01, ..., 1, taking the first detection whose recall reaches the level, and 0 where
+# recall never gets there. AP is the mean of those 101 numbers.
+#
+# By hand: 4 ground-truth objects, 5 detections in score order: TP, TP, FP, TP, FP.
+#
+#     detection        1     2     3     4     5
+#     TP / FP          TP    TP    FP    TP    FP
+#     recall           1/4   2/4   2/4   3/4   3/4
+#     precision        1     1     2/3   3/4   3/5
+#     envelope         1     1     3/4   3/4   3/5     (max of itself and everything right of it)
+#
+#     recall levels 0.00 .. 0.25  (26 levels) -> first reached at detection 1 -> 1
+#     recall levels 0.26 .. 0.50  (25 levels) -> detection 2                  -> 1
+#     recall levels 0.51 .. 0.75  (25 levels) -> detection 4                  -> 3/4
+#     recall levels 0.76 .. 1.00  (25 levels) -> never reached                -> 0
+#
+#     AP = (26 * 1 + 25 * 1 + 25 * 0.75 + 25 * 0) / 101 = 69.75 / 101 = 0.6906
+#
+# The area under the envelope's step curve would be 0.25 + 0.25 + 0.1875 = 0.6875; the
+# 101-point rule differs a little because the level 0 is one more point read at the first
+# step's precision. The library's `interpolated_precision` gives the same 0.6906:
+
+# %%
+print(inspect.getsource(interpolated_precision))
+scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+is_tp = np.array([True, True, False, True, False])
+prec101 = interpolated_precision(scores, is_tp, np.zeros(5, bool), num_gt=4)  # [101]
+print("precision at recall 0, .25, .26, .50, .51, .75, .76, 1:",
+      prec101[[0, 25, 26, 50, 51, 75, 76, 100]])
+print(f"AP = {prec101.mean():.4f}; by hand 69.75 / 101 = {69.75 / 101:.4f}")
+assert np.isclose(prec101.mean(), 69.75 / 101)
+
+# %% [markdown]
+# ### 4.2 AP50 and AP: settled
+#
+# * **AP50** is the AP above with the IoU threshold t = 0.50, averaged over the classes. A box
+#   that overlaps its object by half counts as found. This is PASCAL VOC's criterion (VOC
+#   itself used 11 recall levels, later all of them; COCO's AP50 uses COCO's 101).
+# * **AP** (COCO's main number, written AP or AP@[.5:.95], and often called "mAP") is the same
+#   computation at **ten** thresholds t = 0.50, 0.55, ..., 0.95, averaged over thresholds and
+#   classes. It rewards precise boxes and masks: at t = 0.95 a detection must be nearly exact.
+#
+# COCO uses "AP" for the mean over classes too; there is no separate "mAP" in its tables. So a
+# paper's "mAP 37.1" on COCO is AP@[.5:.95], and "AP50 58.0" is the loose one; AP is always
+# the smaller. For masks ("segm") the IoU is between masks instead of boxes; nothing else
+# changes. APs, APm, APl restrict it to small (area < 32^2), medium and large objects (-1: no
+# object of that size, as in our 128 px images, where no shape is large).
+#
+# Our from-scratch evaluation (`mrcnn_np/eval/ap.py`) and pycocotools, on the same 50 images:
+
+# %%
+results = predictions_to_coco_results(predictions, image_ids, val.label_to_cat_id)
+print(len(results), "COCO results; one:",
+      {k: v for k, v in results[0].items() if k != "segmentation"})
+t0 = time.perf_counter()
+ours = {t: coco_average_precision(val.coco, results, t) for t in ("bbox", "segm")}
+t_ours = time.perf_counter() - t0
+t0 = time.perf_counter()
+theirs = coco_evaluate(val.coco, results)  # pycocotools COCOeval
+t_theirs = time.perf_counter() - t0
+keys = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+print("from scratch (mrcnn_np.eval.ap), %.1f s" % t_ours)
+print(format_table({t: {k: ours[t][k] for k in keys} for t in ours}))
+print("pycocotools COCOeval, %.1f s" % t_theirs)
+print(format_table(theirs))
+for t in ("bbox", "segm"):
+    for k in keys:
+        assert abs(ours[t][k] - theirs[t][k]) < 1e-9, (t, k)
+
+# %% [markdown]
+# The two agree to every printed digit (to 1e-9 in fact): they take the same steps in the same
+# order. Below, the precision-recall curves of one class at three IoU thresholds, and AP as a
+# function of the threshold: AP50 is the curve's left end; AP is its mean height.
+
+# %%
+precision = ours["segm"]["precision"]  # [T, 101, K-1, 4 areas]
+thresholds = np.linspace(0.5, 0.95, 10)
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4))
+c = 0  # circle
+for t in (0, 5, 9):
+    ax1.plot(RECALL_POINTS, np.maximum(precision[t, :, c, 0], 0),
+             label=f"IoU >= {thresholds[t]:.2f}: AP {np.mean(precision[t, :, c, 0]):.3f}")
+ax1.set_xlabel("recall")
+ax1.set_ylabel("interpolated precision")
+ax1.set_title(f"'{names[c + 1]}' masks: precision-recall")
+ax1.legend(fontsize=8)
+ap_t = [np.mean(precision[t, :, :, 0][precision[t, :, :, 0] > -1]) for t in range(10)]
+ax2.plot(thresholds, ap_t, "o-")
+ax2.axhline(np.mean(ap_t), color="k", ls="--", label=f"mean = AP = {np.mean(ap_t):.3f}")
+ax2.annotate(f"AP50 = {ap_t[0]:.3f}", (0.5, ap_t[0]), (0.6, ap_t[0]),
+             arrowprops=dict(arrowstyle="->"))
+ax2.set_xlabel("IoU threshold t")
+ax2.set_ylabel("AP at t (mean over classes)")
+ax2.set_title("masks: AP falls as the match must be tighter")
+ax2.legend(fontsize=8)
+plt.tight_layout()
+plt.show()
+assert np.isclose(np.mean(ap_t), ours["segm"]["AP"]) and np.isclose(ap_t[0], ours["segm"]["AP50"])
+
+# %% [markdown]
+# ## 5. How detections go wrong
+#
+# ### 5.1 Stair-stepped masks on large objects
+#
+# A mask is 28 x 28 cells, whatever the object's size. For a star 400 pixels across, each cell
+# is about 14 pixels wide: even a *perfect* mask head, one that outputs exactly its training
+# target, cannot draw detail finer than that. Bilinear pasting smooths the cells into a
+# wobbly outline that steps along the edges, and the star's points come out rounded. We take
+# the training target of the exact box (the ground-truth mask cut out by RoIAlign, as in
+# chapter 07), paste it back, threshold at 0.5 and compare with the truth.
+
+# %%
+def round_trip(truth, box):
+    """The 28 x 28 target of a ground-truth mask [H, W] in its box [1, 4], pasted back into
+    the image and thresholded at 0.5. Returns (target [28, 28], pasted [H, W] bool, IoU)."""
+    target = project_masks_on_boxes(truth[None], box, np.zeros(1, np.int64), 28)  # [1, 28, 28]
+    back = paste_masks_in_image(target[:, None], box, truth.shape)[0, 0] > 0.5  # [H, W]
+    iou = (back & (truth > 0)).sum() / (back | (truth > 0)).sum()
+    return target[0], back, float(iou)
+
+
+def star(size, image_size):
+    """A star of the given extent in an image of image_size x image_size (shapes generator)."""
+    s = make_shapes_image(np.random.default_rng(3), image_size, image_size, shapes=("star",),
+                          max_objects=1, min_size=size, max_size_fraction=size / image_size)
+    return s["masks"][0].astype(np.uint8), s["boxes"][:1].astype(np.float32)
+
+
+truth, box_star = star(400, 420)
+target, back, iou_big = round_trip(truth, box_star)
+sizes = [20, 40, 80, 160, 320, 640]
+ious = [round_trip(*star(sz, sz + 20))[2] for sz in sizes]
+
+fig, axes = plt.subplots(1, 4, figsize=(16, 4))
+axes[0].imshow(target, cmap="gray")
+axes[0].set_title("28 x 28 target of a 400 px star")
+axes[1].imshow(truth, cmap="gray", alpha=0.4)
+axes[1].contour(back, levels=[0.5], colors="r", linewidths=1)
+axes[1].set_title(f"truth (grey) and pasted mask (red): IoU {iou_big:.3f}")
+tip = np.argwhere(truth)[0]  # the topmost pixel of the star: one of its points
+y0, x0 = max(tip[0] - 10, 0), max(tip[1] - 45, 0)
+axes[2].imshow(truth[y0:y0 + 90, x0:x0 + 90], cmap="gray", alpha=0.4)
+axes[2].contour(back[y0:y0 + 90, x0:x0 + 90], levels=[0.5], colors="r", linewidths=1)
+axes[2].set_title("zoom on a point: rounded, stepped")
+axes[3].semilogx(sizes, ious, "o-", base=2)
+axes[3].set_xlabel("star size (px)")
+axes[3].set_ylabel("IoU, perfect 28 x 28 mask pasted")
+axes[3].set_title("the ceiling a 28 x 28 mask puts on IoU")
+axes[3].grid(alpha=0.3)
+plt.tight_layout()
+plt.show()
+print("mask IoU of a perfect 28 x 28 mask:", {sz: round(i, 4) for sz, i in zip(sizes, ious)})
+
+# %% [markdown]
+# The loss is a thin rim, small in area, but it caps the IoU below 1 and so costs AP at the
+# strict thresholds (0.9, 0.95); and the steps and rounded points are plain to see in pictures
+# of large objects. (Small objects lose too, for another reason: a few pixels' error on a
+# 20-pixel object is a large part of it.) This is why PointRend and
+# later work refine masks at higher resolution near the boundary. (Targets cut with RoIPool
+# instead of RoIAlign add a misalignment of up to a feature cell on top; chapter 08.)
+#
+# ### 5.2 Objects smaller than the smallest anchor
+#
+# The tiny preset's smallest anchors are 16 px on P2 (stride 4). An object of 6 x 6 pixels
+# overlaps its best anchor with IoU at most $36 / 256 \approx 0.14$, below the RPN's 0.3
+# background threshold. Training still gives it one positive anchor (the "best match" rule of
+# chapter 04), but the regression must shrink a 16 px box to 6 px, and the RoI features of such
+# a box are a fraction of one P2 cell. We draw an image with only tiny shapes and predict.
+# (The shape drawn below is 7 x 8 pixels and lies inside a 16 x 16 anchor: IoU 56/256 = 0.22.)
+
+# %%
+rng = np.random.default_rng(5)
+tiny_scene = make_shapes_image(rng, 128, 128, max_objects=4, min_size=5, max_size_fraction=0.06)
+gen = AnchorGenerator(cfg.anchor_sizes, cfg.aspect_ratios)
+anchors = gen((128, 128), [(32, 32), (16, 16), (8, 8), (4, 4), (2, 2)])  # [A, 4]
+best_iou = box_iou(tiny_scene["boxes"].astype(np.float32), anchors).max(1)  # [G]
+img_small = tiny_scene["image"].transpose(2, 0, 1).astype(np.float32) / 255  # [3, H, W]
+pred_small = model.predict([img_small])[0]
+print("object sizes (w x h):",
+      [f"{int(b[2] - b[0])}x{int(b[3] - b[1])}" for b in tiny_scene["boxes"]])
+print("best anchor IoU of each object:", np.round(best_iou, 3))
+print("detections with score >= 0.5:", int((pred_small["scores"] >= 0.5).sum()),
+      "| best score:", np.round(pred_small["scores"][:3], 3))
+
+# %% [markdown]
+# ### 5.3 An image with no objects
+#
+# About 5% of the shapes images are empty. Every detection there is a false positive. It
+# cannot lower recall (there is nothing to find) but, if its score is high, it sits high in the
+# ranked list and lowers precision for every object found after it.
+
+# %%
+empty = [i for i in range(len(val)) if len(val.get(i)["labels"]) == 0]
+for i in empty:
+    p = predictions[i]
+    print(f"empty image {image_ids[i]}: {len(p['scores'])} detections, best scores "
+          f"{np.round(p['scores'][:3], 3)}, labels {[names[l] for l in p['labels'][:3]]}")
+
+fig, axes = plt.subplots(1, 1 + len(empty[:2]), figsize=(3.4 * (1 + len(empty[:2])), 3.6))
+axes = np.atleast_1d(axes)
+best_anchor = anchors[box_iou(tiny_scene["boxes"][:1].astype(np.float32), anchors)[0].argmax()]
+axes[0].imshow(draw_instances(img_small, pred_small["boxes"], pred_small["labels"],
+                              pred_small["scores"], class_names=names, score_threshold=0.1))
+for b, colour in ((tiny_scene["boxes"][0], "w"), (best_anchor, "y")):
+    axes[0].add_patch(plt.Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False,
+                                    ec=colour, lw=1.2))
+axes[0].set_title("a tiny shape: truth (white), best anchor (yellow),\n"
+                  "detections with score >= 0.1", fontsize=9)
+for ax, i in zip(axes[1:], empty[:2]):
+    p = predictions[i]
+    ax.imshow(draw_instances(val.get(i)["image"], p["boxes"], p["labels"], p["scores"],
+                             p["masks"], class_names=names, score_threshold=0.1))
+    ax.set_title(f"empty image {image_ids[i]}: detections with score >= 0.1", fontsize=9)
+for ax in axes:
+    ax.axis("off")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ### 5.4 Forgetting the background class
+#
+# Label 0 is background, and the softmax has K = 4 columns: background and three shapes.
+# Two ways to forget it:
+#
+# * **At inference, drop the background from the softmax** (a softmax over the three shapes
+#   only). Each proposal must then be *some* shape, with probability at least 1/3, far above
+#   the 0.05 threshold: every proposal becomes a detection. We can see this with the real
+#   logits: setting the background logit to $-\infty$ removes it from the softmax.
+# * **In the data, number the classes from 0** (circle = 0, square = 1, ...). Then every
+#   circle is a background example: the model is *taught* not to detect circles, and circles
+#   are never found however long you train.
+
+# %%
+no_bg = class_logits.copy()
+no_bg[:, 0] = -np.inf  # as if the softmax had no background column
+b_nobg, s_nobg, l_nobg = postprocess_detections(no_bg, box_regression, proposals, image_sizes,
+                                                cfg.box_score_thresh, cfg.box_nms_thresh,
+                                                cfg.box_detections_per_img, cfg.bbox_reg_weights)
+print(f"with the background column: {len(det_scores)} detections, "
+      f"{int((det_scores >= 0.5).sum())} with score >= 0.5")
+print(f"without it:                 {len(s_nobg[0])} detections (capped at "
+      f"{cfg.box_detections_per_img}), {int((s_nobg[0] >= 0.5).sum())} with score >= 0.5")
+
+fig, axes = plt.subplots(1, 2, figsize=(7, 3.6))
+panels = (("softmax with background", det_boxes, det_labels, det_scores),
+          ("softmax without background", b_nobg[0], l_nobg[0], s_nobg[0]))
+for ax, (title, b, l, s) in zip(axes, panels):
+    ax.imshow(draw_instances(image, b, l, s, class_names=names, score_threshold=0.5))
+    ax.set_title(title + f": {int((s >= 0.5).sum())} at >= 0.5", fontsize=9)
+    ax.axis("off")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## Summary
+#
+# * Post-processing: softmax over K classes (background included), one decoded box per class,
+#   clip, drop background, score > 0.05, drop tiny boxes, **NMS per class**, best 50.
+# * A mask is 28 x 28 over its box. Pasting pads it with a ring of zeros and grows the box by
+#   30/28 so the mask fades out across the box's edge instead of being cut off there.
+# * AP for one class: rank all detections, make precision non-increasing, read it at 101
+#   recall levels, average. **AP50** uses IoU >= 0.5; **AP** averages IoU 0.50..0.95 and is
+#   always the smaller; both are means over classes. Our from-scratch code and pycocotools
+#   give the same numbers.
+# * Failure modes: 28 x 28 masks cap the IoU of large objects; objects below the smallest
+#   anchor are rarely found; empty images only add false positives; a forgotten background
+#   class turns every proposal into an object.
+
+# %% [markdown]
+# ## Exercises
+#
+# **1.** One class, 2 ground-truth objects, 3 detections in score order: FP, TP, TP. What is
+# the 101-point AP?
+
+# %%
+# recall 0, 1/2, 1; precision 0, 1/2, 2/3; envelope 2/3, 2/3, 2/3: every level reads 2/3.
+answer_1 = 2 / 3
+p1 = interpolated_precision(np.array([0.9, 0.8, 0.7]), np.array([False, True, True]),
+                            np.zeros(3, bool), num_gt=2)
+assert np.isclose(p1.mean(), answer_1)
+print(answer_1)
+
+# %% [markdown]
+# **2.** A detection box (10, 10, 38, 38) with a 28 x 28 mask. What box does pasting grow it
+# to, and how many pixels wide is the pasted (padded) mask?
+
+# %%
+# width 28, scale 30/28: half-width 14 * 30/28 = 15 about the centre 24 -> (9, 9, 39, 39);
+# integer columns 9..39 inclusive: 31 pixels.
+answer_2 = (np.array([9.0, 9.0, 39.0, 39.0]), 31)
+g2 = expand_boxes(np.array([[10.0, 10.0, 38.0, 38.0]]), 30 / 28)[0]
+assert np.allclose(g2, answer_2[0])
+assert int(np.trunc(g2[2]) - np.trunc(g2[0]) + 1) == answer_2[1]
+
+# %% [markdown]
+# **3.** An 8 x 8 object centred exactly on a 16 x 16 anchor (aspect ratio 1). What is their
+# IoU, and by the RPN's two thresholds alone (before chapter 04's best-match rule) is the
+# anchor a positive (>= 0.7), a negative (< 0.3) or neither?
+
+# %%
+answer_3 = (64 / 256, "negative")
+iou3 = box_iou(np.array([[4.0, 4.0, 12.0, 12.0]]), np.array([[0.0, 0.0, 16.0, 16.0]]))[0, 0]
+assert np.isclose(iou3, answer_3[0]) and iou3 < 0.3
+print(answer_3, f"| chapter ran in {time.perf_counter() - t_chapter:.0f} s")
+shutil.rmtree(work)  # the validation images written above
