@@ -25,8 +25,9 @@ $(TEST_STAMP): pyproject.toml | $(PY)
 venv: $(BASE_STAMP)
 
 # The main job: shapes data set -> train the tiny preset -> evaluate -> runs/demo/.
+# One BLAS thread: the tiny model's matrices are small, and measured no slower than two.
 demo: $(BASE_STAMP)
-	$(PY) -m mrcnn_np demo --out runs/demo
+	OPENBLAS_NUM_THREADS=1 $(PY) -m mrcnn_np demo --out runs/demo
 
 # Every test: unit, gradient checks, oracle (torch/torchvision), kernels (CUDA simulator
 # when there is no GPU), notebooks (match their lesson and execute from a clean kernel).

@@ -247,8 +247,12 @@ print("a few state-dict keys:", [k for k in r50.state_dict()][:3], "...",
 # * one bottleneck per stage (`block_counts=(1, 1, 1, 1)`),
 # * width 16 (C2..C5 have 64, 128, 256, 512 channels: ResNet-50's divided by 4),
 # * 64 FPN channels (the RPN and the mask head then work on 64 channels too),
-# * trainable `BatchNorm2d`: the network trains from scratch, so there are no statistics to
-#   freeze, and batch statistics make training from scratch much easier,
+# * **no normalization** (`norm="none"`). We measured the choice on the shapes data set
+#   (1,500 iterations, batch 2, same everything else): mask AP50 0.37 with trainable
+#   `BatchNorm2d`, 0.63 with `GroupNorm`, 0.71 with no norm at all. Batch norm suffers from
+#   the batch of 2 images: in evaluation it uses running statistics that disagree with the
+#   per-batch statistics it trained with (evaluating the same weights with batch statistics
+#   gave 0.57). A network of four blocks trains from scratch without any normalization,
 # * all layers train (`trainable_layers=5`).
 #
 # Where does the work go? `multiply_adds` counts the convolutions' multiply-adds by part,

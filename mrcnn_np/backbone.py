@@ -42,7 +42,8 @@ from .nn import init
 from .nn.layers import (add_backward, add_forward, max_pool2d_backward, max_pool2d_forward,
                         relu_backward, relu_forward, upsample_nearest_backward,
                         upsample_nearest_forward)
-from .nn.modules import BatchNorm2d, Conv2d, FrozenBatchNorm2d, GroupNorm, Module, Sequential
+from .nn.modules import (BatchNorm2d, Conv2d, FrozenBatchNorm2d, GroupNorm, Identity, Module,
+                         Sequential)
 
 EXPANSION = 4  # a bottleneck's output has 4x its inner width (ResNet paper, Table 1)
 FEATURE_NAMES = ("0", "1", "2", "3", "pool")  # torchvision's names for P2, P3, P4, P5, P6
@@ -75,14 +76,21 @@ def group_norm_groups(channels):
 
 def make_norm(norm, channels):
     """``norm="frozen"``: FrozenBatchNorm2d (nothing trains); ``"batch"``: trainable BatchNorm2d;
-    ``"group"``: trainable GroupNorm with ``group_norm_groups(channels)`` groups."""
+    ``"group"``: trainable GroupNorm with ``group_norm_groups(channels)`` groups; ``"none"``: no
+    normalization at all (the tiny preset: a 4-block network trains from scratch without one,
+    and batch norm's running statistics from batches of 2 images hurt it at evaluation).
+
+    The state_dict keys of the norm slots (``bn1``, ``downsample.1``) exist only for the three
+    real norms; with ``"none"`` there is nothing to save."""
     if norm == "frozen":
         return FrozenBatchNorm2d(channels)
     if norm == "batch":
         return BatchNorm2d(channels)
     if norm == "group":
         return GroupNorm(group_norm_groups(channels), channels)
-    raise ValueError(f"norm must be 'frozen', 'batch' or 'group', got {norm!r}")
+    if norm == "none":
+        return Identity()
+    raise ValueError(f"norm must be 'frozen', 'batch', 'group' or 'none', got {norm!r}")
 
 
 def trains(module):
@@ -421,8 +429,11 @@ def resnet50_fpn(rng=None, norm="frozen", trainable_layers=3, fpn_channels=256, 
 
 # The tiny preset, for training from scratch on a CPU at 128-256 px (chapter 02 measures it):
 # one bottleneck per stage, width 16 (C2..C5 = 64, 128, 256, 512 channels), 64 FPN channels,
-# trainable BatchNorm (from scratch there are no statistics to freeze), everything trains.
-TINY = dict(block_counts=(1, 1, 1, 1), width=16, fpn_channels=64, norm="batch", trainable_layers=5)
+# no normalization, everything trains. Measured on the shapes data set (1,500 iterations, batch 2,
+# 128 px): mask AP50 0.37 with trainable BatchNorm (its running statistics, gathered from batches
+# of 2 images, disagree with the batch statistics it trained with: evaluating with batch
+# statistics gave 0.57), 0.63 with GroupNorm, 0.71 with no normalization.
+TINY = dict(block_counts=(1, 1, 1, 1), width=16, fpn_channels=64, norm="none", trainable_layers=5)
 
 
 def resnet_fpn_tiny(rng=None, dtype=np.float32, **overrides):

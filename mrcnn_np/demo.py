@@ -20,7 +20,7 @@ from pathlib import Path
 
 DEMO = dict(
     num_train=200, num_val=50, image_size=128, data_seed=0,  # the data set
-    iters=600, batch_size=2, lr=0.02, clip_grad_norm=10.0, seed=0, checkpoint_every=100,
+    iters=2400, batch_size=2, lr=0.02, clip_grad_norm=10.0, seed=0, checkpoint_every=200,
     gallery_images=8, gallery_score_threshold=0.5,  # gallery.png: images, least score drawn
 )
 

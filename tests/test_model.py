@@ -167,3 +167,15 @@ def test_checkpoint_is_atomic_and_readable(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_matterport_preset_builds_with_261888_anchors():
+    """matterport's 1024x1024 squares: 3 anchors per location on P2..P6 (strides 4..64),
+    3 * (256^2 + 128^2 + 64^2 + 32^2 + 16^2) = 3 * 87,296 = 261,888."""
+    from mrcnn_np.config import matterport
+    model = MaskRCNN(matterport())
+    assert model.transform.square == 1024
+    feature_sizes = [(1024 // s, 1024 // s) for s in (4, 8, 16, 32, 64)]
+    anchors = model.anchor_generator((1024, 1024), feature_sizes)
+    assert anchors.shape == (261_888, 4)
+    assert model.rpn.head.cls_logits.params["weight"].shape[0] == 2 * 3  # 2-way softmax per anchor

@@ -48,6 +48,22 @@ class Module:
     def add_buffer(self, name, value):
         self.buffers[name] = np.asarray(value)
 
+    def add_weight_and_bias(self, shape, bias, rng, init_fn):
+        """``weight`` of ``shape`` (torch's default Kaiming-uniform unless ``init_fn``) and, if
+        ``bias``, a zero ``bias`` with one entry per output channel."""
+        rng = rng if rng is not None else np.random.default_rng(0)
+        self.add_param("weight", init_fn(shape, rng) if init_fn is not None
+                       else init.kaiming_uniform(shape, rng))
+        if bias:
+            n_out = shape[1] if isinstance(self, ConvTranspose2d) else shape[0]
+            self.add_param("bias", np.zeros(n_out, np.float32))
+
+    def accumulate(self, dw, db):
+        """Add one application's weight and bias gradients (layers can be applied repeatedly)."""
+        self.grads["weight"] += dw
+        if "bias" in self.params:
+            self.grads["bias"] += db
+
     # -- the tree ------------------------------------------------------------------------
     def named_modules(self, prefix=""):
         yield prefix, self
@@ -142,12 +158,8 @@ class Conv2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
                  rng=None, init_fn=None):
         super().__init__()
-        rng = rng if rng is not None else np.random.default_rng(0)
-        shape = (out_channels, in_channels, kernel_size, kernel_size)
-        w = init_fn(shape, rng) if init_fn is not None else init.kaiming_uniform(shape, rng)
-        self.add_param("weight", w)
-        if bias:
-            self.add_param("bias", np.zeros(out_channels, np.float32))
+        self.add_weight_and_bias((out_channels, in_channels, kernel_size, kernel_size), bias, rng,
+                                 init_fn)
         self.stride, self.padding = stride, padding
 
     def forward(self, x):
@@ -156,9 +168,7 @@ class Conv2d(Module):
 
     def backward(self, dout, cache):
         dx, dw, db = conv2d_backward(dout, cache)
-        self.grads["weight"] += dw
-        if "bias" in self.params:
-            self.grads["bias"] += db
+        self.accumulate(dw, db)
         return dx
 
 
@@ -168,12 +178,8 @@ class ConvTranspose2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
                  rng=None, init_fn=None):
         super().__init__()
-        rng = rng if rng is not None else np.random.default_rng(0)
-        shape = (in_channels, out_channels, kernel_size, kernel_size)
-        w = init_fn(shape, rng) if init_fn is not None else init.kaiming_uniform(shape, rng)
-        self.add_param("weight", w)
-        if bias:
-            self.add_param("bias", np.zeros(out_channels, np.float32))
+        self.add_weight_and_bias((in_channels, out_channels, kernel_size, kernel_size), bias, rng,
+                                 init_fn)
         self.stride, self.padding = stride, padding
 
     def forward(self, x):
@@ -182,9 +188,7 @@ class ConvTranspose2d(Module):
 
     def backward(self, dout, cache):
         dx, dw, db = conv_transpose2d_backward(dout, cache)
-        self.grads["weight"] += dw
-        if "bias" in self.params:
-            self.grads["bias"] += db
+        self.accumulate(dw, db)
         return dx
 
 
@@ -193,22 +197,25 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, rng=None, init_fn=None):
         super().__init__()
-        rng = rng if rng is not None else np.random.default_rng(0)
-        shape = (out_features, in_features)
-        w = init_fn(shape, rng) if init_fn is not None else init.kaiming_uniform(shape, rng)
-        self.add_param("weight", w)
-        if bias:
-            self.add_param("bias", np.zeros(out_features, np.float32))
+        self.add_weight_and_bias((out_features, in_features), bias, rng, init_fn)
 
     def forward(self, x):
         return linear_forward(x, self.params["weight"], self.params.get("bias"))
 
     def backward(self, dout, cache):
         dx, dw, db = linear_backward(dout, cache)
-        self.grads["weight"] += dw
-        if "bias" in self.params:
-            self.grads["bias"] += db
+        self.accumulate(dw, db)
         return dx
+
+
+class Identity(Module):
+    """Passes its input through (the "no normalization" choice of a norm slot)."""
+
+    def forward(self, x):
+        return x, None
+
+    def backward(self, dout, cache):
+        return dout
 
 
 class ReLU(Module):
