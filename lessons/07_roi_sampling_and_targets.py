@@ -24,7 +24,7 @@
 #    `fg_iou_thresh = bg_iou_thresh = 0.5`). The Fast R-CNN paper (Sec. 2.3) took background
 #    RoIs only from IoU in [0.1, 0.5); torchvision and Detectron use everything below 0.5,
 #    and so do we.
-# 2. **Sample** a fixed number of RoIs per image (512 in torchvision, 128 in our tiny preset),
+# 2. **Sample** a fixed number of RoIs per image (512 in torchvision, 64 in our tiny preset),
 #    at most 25% positive, so the classifier sees about one object for every three
 #    background boxes instead of one in a hundred.
 # 3. For each positive: the **box target**, the deltas that move the RoI onto its GT box, and
@@ -116,10 +116,12 @@ print("positives per GT:", np.bincount(matches[matches >= 0], minlength=len(gt_b
 assert np.all(matches[-4:] == np.arange(4))                      # each GT box matches itself
 
 # %% [markdown]
-# The sampler keeps at most 128 x 0.25 = 32 positives, drawn at random, and fills the rest
-# of the 128 with background RoIs. Here there are more than 32 positives, so the sample is
-# exactly 32 : 96 = 1 : 3. (With fewer positives, all of them are kept and more background
-# fills the batch.) The random choices come from the explicit generator `rng`.
+# The tiny preset samples 64 RoIs per image (torchvision samples 512 for COCO's crowded
+# images; a shapes image has at most 4 objects). The sampler keeps at most 64 x 0.25 = 16
+# positives, drawn at random, and fills the rest of the 64 with background RoIs. Here there are
+# more than 16 positives, so the sample is exactly 16 : 48 = 1 : 3. (With fewer positives, all
+# of them are kept and more background fills the batch.) The random choices come from the
+# explicit generator `rng`.
 
 # %%
 rois, matched, labels, box_targets = select_training_samples(
@@ -130,11 +132,11 @@ rois, matched, labels, box_targets = rois[0], matched[0], labels[0], box_targets
 pos = labels > 0
 print(f"sampled {len(rois)} RoIs: {pos.sum()} positive, {(~pos).sum()} background")
 print("labels of the positives:", labels[pos])
-assert len(rois) == 128 and pos.sum() == 32
+assert len(rois) == 64 and pos.sum() == 16
 
 # %% [markdown]
 # The picture: left, all 464 candidate boxes coloured by the matcher's verdict; right, the
-# 128 sampled RoIs. Green: positive, red: background, white: the GT boxes.
+# 64 sampled RoIs. Green: positive, red: background, white: the GT boxes.
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(12, 6))
@@ -160,7 +162,7 @@ plt.show()
 # ask how many of them overlap each object with IoU >= 0.5:
 
 # %%
-model = MaskRCNN(tiny(), rng=np.random.default_rng(0))
+model = MaskRCNN(tiny(min_size=(128,), max_size=128), rng=np.random.default_rng(0))  # keep 128 px
 model.train(False)
 image = (sample["image"].transpose(2, 0, 1) / 255).astype(np.float32)   # [3, 128, 128]
 batch, image_sizes, _ = model.transform([image], None, training=False)  # [1, 3, 128, 128]

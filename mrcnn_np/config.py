@@ -56,7 +56,7 @@ class Config:
     representation_size: int = 256  # TwoMLPHead width (torchvision: 1024)
     box_fg_iou_thresh: float = 0.5  # Fast R-CNN paper, Sec. 2.3
     box_bg_iou_thresh: float = 0.5
-    box_batch_size_per_image: int = 128
+    box_batch_size_per_image: int = 64  # <= 4 objects per shapes image: 16 positives suffice
     box_positive_fraction: float = 0.25
     bbox_reg_weights: tuple = (10.0, 10.0, 5.0, 5.0)
     box_score_thresh: float = 0.05

@@ -231,6 +231,14 @@ class MaskRCNN(Module):
         0..1), in the original image's pixels, as torchvision returns them."""
         cfg = self.cfg
         self.train(False)
+        self.set_keep_cache(False)  # nothing runs backward: let each layer's cache go at once
+        try:
+            return self._predict(images)
+        finally:
+            self.set_keep_cache(True)
+
+    def _predict(self, images):
+        cfg = self.cfg
         images = [np.asarray(im, np.float32) for im in images]
         original_sizes = [im.shape[-2:] for im in images]
         batch, image_sizes, _ = self.transform(images, None, training=False)

@@ -37,10 +37,10 @@ def ours_from_torchvision(tv_model, **config_overrides):
     from mrcnn_np import MaskRCNN
     from mrcnn_np.config import torchvision_r50_fpn
     t = tv_model.transform
-    cfg = torchvision_r50_fpn(
-        num_classes=tv_model.roi_heads.box_predictor.cls_score.out_features,
-        min_size=tuple(t.min_size), max_size=t.max_size,
-        box_score_thresh=tv_model.roi_heads.score_thresh, **config_overrides)
+    settings = dict(num_classes=tv_model.roi_heads.box_predictor.cls_score.out_features,
+                    min_size=tuple(t.min_size), max_size=t.max_size,
+                    box_score_thresh=tv_model.roi_heads.score_thresh)
+    cfg = torchvision_r50_fpn(**{**settings, **config_overrides})
     model = MaskRCNN(cfg, rng=np.random.default_rng(0))
     model.load_torchvision(tv_model.state_dict())
     return model

@@ -34,6 +34,9 @@ class Module:
         object.__setattr__(self, "buffers", {})
         object.__setattr__(self, "children", {})
         object.__setattr__(self, "training", True)
+        # keep_cache=False: forward returns no cache (inference, where nothing runs backward;
+        # a conv's cache holds its im2col matrix, hundreds of MB at 800 px). See no_cache().
+        object.__setattr__(self, "keep_cache", True)
         object.__setattr__(self, "requires_grad", True)  # False: params frozen (see requires_grad_)
 
     def __setattr__(self, name, value):
@@ -99,6 +102,11 @@ class Module:
     def eval(self):
         return self.train(False)
 
+    def set_keep_cache(self, keep):
+        """Whether the weight layers below return caches from forward (needed for backward)."""
+        for _, m in self.named_modules():
+            object.__setattr__(m, "keep_cache", keep)
+
     def astype(self, dtype):
         """Cast every parameter, gradient and floating buffer (float64 for gradient checks)."""
         for _, m in self.named_modules():
@@ -163,8 +171,9 @@ class Conv2d(Module):
         self.stride, self.padding = stride, padding
 
     def forward(self, x):
-        return conv2d_forward(x, self.params["weight"], self.params.get("bias"),
+        out, cache = conv2d_forward(x, self.params["weight"], self.params.get("bias"),
                               self.stride, self.padding)
+        return out, (cache if self.keep_cache else None)
 
     def backward(self, dout, cache):
         dx, dw, db = conv2d_backward(dout, cache)
@@ -183,8 +192,9 @@ class ConvTranspose2d(Module):
         self.stride, self.padding = stride, padding
 
     def forward(self, x):
-        return conv_transpose2d_forward(x, self.params["weight"], self.params.get("bias"),
+        out, cache = conv_transpose2d_forward(x, self.params["weight"], self.params.get("bias"),
                                         self.stride, self.padding)
+        return out, (cache if self.keep_cache else None)
 
     def backward(self, dout, cache):
         dx, dw, db = conv_transpose2d_backward(dout, cache)
@@ -200,7 +210,8 @@ class Linear(Module):
         self.add_weight_and_bias((out_features, in_features), bias, rng, init_fn)
 
     def forward(self, x):
-        return linear_forward(x, self.params["weight"], self.params.get("bias"))
+        out, cache = linear_forward(x, self.params["weight"], self.params.get("bias"))
+        return out, (cache if self.keep_cache else None)
 
     def backward(self, dout, cache):
         dx, dw, db = linear_backward(dout, cache)
