@@ -25,7 +25,8 @@ def torch_backbone(block_counts=(3, 4, 6, 3), width=64, fpn_channels=256, norm="
     from torchvision.models.resnet import Bottleneck, ResNet
     from torchvision.ops import FrozenBatchNorm2d
     from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
-    norm_layer = FrozenBatchNorm2d if norm == "frozen" else torch.nn.BatchNorm2d
+    norm_layer = {"frozen": FrozenBatchNorm2d, "batch": torch.nn.BatchNorm2d,
+                  "none": lambda channels: torch.nn.Identity()}[norm]
     if (tuple(block_counts), width, fpn_channels) == ((3, 4, 6, 3), 64, 256):  # ResNet-50 itself
         from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
         return resnet_fpn_backbone(backbone_name="resnet50", weights=None, norm_layer=norm_layer,
@@ -263,12 +264,14 @@ def test_batchnorm_training_mode_matches_torch(t):
 
 
 def test_tiny_preset_training_mode_matches_torch():
-    """The tiny preset itself (width 16, FPN 64, BatchNorm, all layers train) at 2 x 128 x 128."""
+    """The tiny preset itself (width 16, FPN 64, no normalization, all layers train) at
+    2 x 128 x 128."""
     x = np.random.default_rng(3).standard_normal((2, 3, 128, 128))
     arch = (TINY["block_counts"], TINY["width"], TINY["fpn_channels"])
     g = compare_with_torch(arch, TINY["norm"], TINY["trainable_layers"], x, train=True, seed=3,
                            tol32=5e-5)
-    assert len(g) == 67  # 17 convs, 17 BatchNorms x 2, 8 FPN convs x 2
+    assert TINY["norm"] == "none"
+    assert len(g) == 33  # 17 body convs (no bias, no norm), 8 FPN convs x (weight, bias)
 
 
 def test_none_levels_equal_zero_gradients():

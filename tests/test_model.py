@@ -58,7 +58,15 @@ def test_total_loss_gradient_matches_finite_differences():
     stages = ["backbone.body", "backbone.fpn", "rpn.head", "roi_heads.box_head",
               "roi_heads.box_predictor", "roi_heads.mask_head", "roi_heads.mask_predictor"]
     pick = np.random.default_rng(2)
-    h, checked = 1e-6, 0
+    h, checked, kinks = 1e-6, 0, []
+
+    def loss_at(p, idx, value):
+        old = p[idx]
+        p[idx] = value
+        out = _total(model.forward_train(images, targets, np.random.default_rng(1), sampling)[0])
+        p[idx] = old
+        return out
+
     for stage in stages:
         in_stage = [(n, p, g) for n, p, g in params if n.startswith(stage)]
         assert in_stage, f"no trainable parameters under {stage}"
@@ -67,15 +75,23 @@ def test_total_loss_gradient_matches_finite_differences():
             # the entry with the largest gradient is the most informative one to check
             idx = np.unravel_index(np.argmax(np.abs(g)), p.shape)
             old = p[idx]
-            p[idx] = old + h
-            lp = _total(model.forward_train(images, targets, np.random.default_rng(1), sampling)[0])
-            p[idx] = old - h
-            lm = _total(model.forward_train(images, targets, np.random.default_rng(1), sampling)[0])
-            p[idx] = old
+            lp, lm = loss_at(p, idx, old + h), loss_at(p, idx, old - h)
             num = (lp - lm) / (2 * h)
-            assert abs(num - g[idx]) <= 1e-6 + 1e-4 * abs(num), (name, idx, num, g[idx])
             checked += 1
+            if abs(num - g[idx]) <= 1e-6 + 1e-4 * abs(num):
+                continue
+            # Not smooth here? Without normalization many activations are exactly 0 after a
+            # ReLU, and a max-pool over tied zeros is a kink: the loss has different left and
+            # right derivatives at this weight. Backward then gives one of the one-sided
+            # derivatives (the first maximum wins a tie, as torch), never something else.
+            l0 = loss_at(p, idx, old)
+            right, left = (lp - l0) / h, (l0 - lm) / h
+            assert abs(right - left) > 1e-4 * abs(num), (name, idx, num, g[idx], "smooth, yet wrong")
+            assert min(abs(g[idx] - right), abs(g[idx] - left)) <= 1e-6 + 1e-3 * abs(num), \
+                (name, idx, left, right, g[idx])
+            kinks.append(name)
     assert checked >= 2 * len(stages)
+    assert len(kinks) <= checked // 5, kinks  # kinks are the exception, not the rule
 
 
 def test_image_without_objects_trains_with_a_finite_loss():
