@@ -27,10 +27,12 @@ THREADS_PER_BLOCK = 256
 
 
 @cuda.jit(device=True)
-def bilinear_interpolate(input, b, c, height, width, y, x):
-    """One bilinear sample of input[b, c] at (y, x), with torchvision's out-of-map rules."""
+def bilinear_weights(height, width, y, x):
+    """The four corners and weights of one bilinear sample at (y, x), with torchvision's
+    out-of-map rules. Returns (valid, y_low, y_high, x_low, x_high, hy, hx, ly, lx); a sample
+    more than one pixel off the map is not valid (it reads 0 and passes no gradient)."""
     if y < -1.0 or y > height or x < -1.0 or x > width:
-        return 0.0                                       # beyond one pixel off the map: empty
+        return False, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0.0
     if y <= 0:
         y = 0.0
     if x <= 0:
@@ -49,8 +51,15 @@ def bilinear_interpolate(input, b, c, height, width, y, x):
         x_high = x_low + 1
     ly = y - y_low
     lx = x - x_low
-    hy = 1.0 - ly
-    hx = 1.0 - lx
+    return True, y_low, y_high, x_low, x_high, 1.0 - ly, 1.0 - lx, ly, lx
+
+
+@cuda.jit(device=True)
+def bilinear_interpolate(input, b, c, height, width, y, x):
+    """One bilinear sample of input[b, c] at (y, x)."""
+    valid, y_low, y_high, x_low, x_high, hy, hx, ly, lx = bilinear_weights(height, width, y, x)
+    if not valid:
+        return 0.0                                       # beyond one pixel off the map: empty
     return (hy * hx * input[b, c, y_low, x_low] + hy * lx * input[b, c, y_low, x_high]
             + ly * hx * input[b, c, y_high, x_low] + ly * lx * input[b, c, y_high, x_high])
 
@@ -97,28 +106,10 @@ def roi_align_backward_kernel(grad_output, roi_batch_ind, roi_start_h, roi_start
         y = roi_start_h[n] + ph * bin_size_h[n] + (iy + 0.5) * bin_size_h[n] / roi_bin_grid_h[n]
         for ix in range(roi_bin_grid_w[n]):
             x = roi_start_w[n] + pw * bin_size_w[n] + (ix + 0.5) * bin_size_w[n] / roi_bin_grid_w[n]
-            if y < -1.0 or y > height or x < -1.0 or x > width:
+            valid, y_low, y_high, x_low, x_high, hy, hx, ly, lx = bilinear_weights(
+                height, width, y, x)
+            if not valid:
                 continue                                 # empty sample: no gradient
-            if y <= 0:
-                y = 0.0
-            if x <= 0:
-                x = 0.0
-            y_low = int(y)
-            x_low = int(x)
-            if y_low >= height - 1:
-                y_high = y_low = height - 1
-                y = float(y_low)
-            else:
-                y_high = y_low + 1
-            if x_low >= width - 1:
-                x_high = x_low = width - 1
-                x = float(x_low)
-            else:
-                x_high = x_low + 1
-            ly = y - y_low
-            lx = x - x_low
-            hy = 1.0 - ly
-            hx = 1.0 - lx
             # Other threads (other bins, samples, RoIs) may hit the same pixels: atomics.
             cuda.atomic.add(grad_input, (b, c, y_low, x_low), grad_output_this_bin * hy * hx)
             cuda.atomic.add(grad_input, (b, c, y_low, x_high), grad_output_this_bin * hy * lx)
