@@ -222,22 +222,26 @@ print(f"kept {len(keep)} of {n_boxes}; same as the NumPy nms: {np.array_equal(ke
 # run (and without `--gpu`, our numba CPU kernels against torchvision's CPU ops). The figures
 # below are a record of one run; rerun the script to get yours.
 #
-# **CPU** (2-core development machine shared with other jobs, so the numbers are noisy; input
-# [1, 256, 200, 272], 512 proposal-like RoIs, 7x7, scale 1/4, sampling 2; ours: numba on 2
-# threads, the input's NCHW -> NHWC copy included; torchvision: its single-threaded CPU ops):
+# **CPU**, two runs of the same script on the 2-core development machine: one while other jobs
+# shared it (load 3.5-8), one with it quiet (load 1.5). Input [1, 256, 200, 272], 512
+# proposal-like RoIs, 7x7, scale 1/4, sampling 2; ours: numba on 2 threads, the input's
+# NCHW -> NHWC copy included; torchvision: its single-threaded CPU ops; medians of 5-7.
 #
-# | case | ours (ms) | torchvision (ms) | speed-up | target |
-# | --- | ---: | ---: | ---: | ---: |
-# | `roi_align` forward (numba, channels-last) | 55 | 269 | 4.9x | 5x |
-# | `roi_align` backward (numba) | 104 | 605 | 5.8x | 5x |
-# | `roi_pool` forward (numba, channels-last) | 121 | 484 | 4.0x | 3x |
-# | `roi_pool` backward (numba) | 30 | 145 | 4.8x | 3x |
-# | `multi_scale_roi_align` fwd + bwd, 1000 RoIs on P2..P5 | 313 | 1469 | 4.7x | 4x |
-# | `roi_align` forward, NumPy reference (for scale) | 193 | 242 | 1.3x | — |
+# | case | loaded: ours / tv (ms) | speed-up | quiet: ours / tv (ms) | speed-up | target |
+# | --- | ---: | ---: | ---: | ---: | ---: |
+# | `roi_align` forward (numba, channels-last) | 55 / 269 | 4.9x | 40 / 267 | 6.7x | 5x |
+# | `roi_align` backward (numba) | 104 / 605 | 5.8x | 85 / 617 | 7.3x | 5x |
+# | `roi_pool` forward (numba, channels-last) | 121 / 484 | 4.0x | 99 / 494 | 5.0x | 3x |
+# | `roi_pool` backward (numba) | 30 / 145 | 4.8x | 98 / 153 | 1.6x | 3x |
+# | `multi_scale_roi_align` fwd + bwd, 1000 RoIs on P2..P5 | 313 / 1469 | 4.7x | 251 / 1564 | 6.2x | 4x |
 #
-# The RoIAlign forward sits just under its 5x target (4.7x to 4.9x over several runs): about
-# a third of its time is the copy of the 14 M-float input to channels-last, which the timing
-# counts. The machine's load moves these ratios by tens of percent from run to run.
+# Two lessons hide in this table. First, our kernels use both cores and torchvision's CPU ops
+# use one, so a busy machine hurts us more: the RoIAlign forward misses its 5x target under load
+# and clears it when quiet (a third of its time is the copy to channels-last, which the timing
+# counts). Second, the `roi_pool` backward is bimodal: timed alone it takes about 22 ms, but
+# about 124 ms whenever its freshly allocated 56 MB gradient buffer is touched for the first
+# time (the operating system maps and zeroes each page on its first write). A benchmark that
+# reports one median can land in either mode; measure more than once.
 #
 # **GPU**: not measured yet: no GPU was available when this chapter was written. Run
 # `python benchmarks/bench_roi.py --gpu` on a machine with one; the targets are within 1.5x
