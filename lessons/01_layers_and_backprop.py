@@ -60,26 +60,13 @@ np.set_printoptions(precision=4, suppress=True)
 # $$\frac{\partial L}{\partial x_i} \approx \frac{L(x + h e_i) - L(x - h e_i)}{2h}.$$
 #
 # We use float64 and h = 1e-6: the truncation error (~h²) and the rounding error (~1e-16/h)
-# are then both around 1e-10. The ten lines below are all it takes (the tests use the same
-# idea, in `tests/gradcheck.py`).
+# are then both around 1e-10. The ten lines below are all it takes; the tests and the later
+# chapters use this same function, `mrcnn_np.nn.gradcheck.numerical_grad`.
 
 # %%
-def numerical_grad(f, x, dout, h=1e-6):
-    """Central differences of sum(dout * f(x)) with respect to every entry of x."""
-    grad = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        old = x[i]
-        x[i] = old + h
-        plus = np.sum(dout * f(x))
-        x[i] = old - h
-        minus = np.sum(dout * f(x))
-        x[i] = old
-        grad[i] = (plus - minus) / (2 * h)
-    return grad
+from mrcnn_np.nn.gradcheck import numerical_grad, rel_error
 
-
-def rel_error(a, b):
-    return np.max(np.abs(a - b)) / max(np.max(np.abs(a)), np.max(np.abs(b)), 1e-12)
+print(inspect.getsource(numerical_grad))
 
 
 # %% [markdown]

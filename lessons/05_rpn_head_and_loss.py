@@ -280,22 +280,10 @@ print("labels,    image 0:", lab[0])
 assert np.allclose(g_obj[..., 0], by_hand_obj) and np.allclose(g_box, by_hand_box)
 
 
-def numerical_grad(f, x, h=1e-6):
-    """Central differences (f(x + h e_k) - f(x - h e_k)) / 2h for every entry k of x."""
-    g = np.zeros_like(x)
-    for k in np.ndindex(x.shape):
-        old = x[k]
-        x[k] = old + h
-        fp = f()
-        x[k] = old - h
-        fm = f()
-        x[k] = old
-        g[k] = (fp - fm) / (2 * h)
-    return g
+from mrcnn_np.nn.gradcheck import numerical_grad  # d sum(dout * f(x)) / dx, chapter 01
 
-
-num_obj = numerical_grad(lambda: rpn_loss_forward(x_obj, x_box, lab, tgt)[0], x_obj)
-num_box = numerical_grad(lambda: rpn_loss_forward(x_obj, x_box, lab, tgt)[1], x_box)
+num_obj = numerical_grad(lambda v: rpn_loss_forward(v, x_box, lab, tgt)[0], x_obj, 1.0)
+num_box = numerical_grad(lambda v: rpn_loss_forward(x_obj, v, lab, tgt)[1], x_box, 1.0)
 err = max(np.max(np.abs(num_obj - g_obj)), np.max(np.abs(num_box - g_box)))
 print(f"largest |analytic - numerical| = {err:.2e}")
 assert err < 1e-8

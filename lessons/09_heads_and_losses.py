@@ -181,25 +181,13 @@ y = np.clip(rng.normal(0.5, 0.5, size=(P, M, M)), 0, 1)         # [P, M, M], sof
 y[y == 0.5] = 0.6                                               # keep the softmax targets unambiguous
 
 
-def numerical_grad(f, x, h=1e-6):
-    """Central differences (f(x + h e_k) - f(x - h e_k)) / 2h for every entry k of x."""
-    g = np.zeros_like(x)
-    for k in np.ndindex(x.shape):
-        old = x[k]
-        x[k] = old + h
-        fp = f()
-        x[k] = old - h
-        fm = f()
-        x[k] = old
-        g[k] = (fp - fm) / (2 * h)
-    return g
-
+from mrcnn_np.nn.gradcheck import numerical_grad  # d sum(dout * f(x)) / dx, chapter 01
 
 grads = {}
 for mode in ("sigmoid", "softmax"):
     _, cache = maskrcnn_loss_forward(logits, cls, y, mode=mode)
     grads[mode] = maskrcnn_loss_backward(1.0, cache)              # [P, K, M, M]
-    num = numerical_grad(lambda: maskrcnn_loss_forward(logits, cls, y, mode=mode)[0], logits)
+    num = numerical_grad(lambda v: maskrcnn_loss_forward(v, cls, y, mode=mode)[0], logits, 1.0)
     print(f"{mode}: largest |analytic - numerical| = {np.max(np.abs(num - grads[mode])):.2e}")
     assert np.allclose(num, grads[mode], atol=1e-8)
 
