@@ -1,4 +1,6 @@
-"""RoIAlign on the GPU (numba.cuda). Reference: ``mrcnn_np/ops/roi_align.py``.
+"""RoIAlign on the GPU (numba.cuda). Reference: ``mrcnn_np/ops/roi_align.py``, which computes
+each RoI's geometry (``roi_align_params``) and hands it in; this file imports nothing from
+``mrcnn_np``.
 
 What each version bought:
 
@@ -117,51 +119,41 @@ def roi_align_backward_kernel(grad_output, roi_batch_ind, roi_start_h, roi_start
             cuda.atomic.add(grad_input, (b, c, y_high, x_high), grad_output_this_bin * ly * lx)
 
 
-def _geometry(rois, S_h, S_w, spatial_scale, sampling_ratio, aligned):
-    """Per-RoI geometry from the reference (float T), moved to the device."""
-    from mrcnn_np.ops.roi_align import roi_align_params
-    prm = roi_align_params(rois, spatial_scale, S_h, S_w, sampling_ratio, aligned)
-    names = ("roi_batch_ind", "roi_start_h", "roi_start_w", "bin_size_h", "bin_size_w",
-             "roi_bin_grid_h", "roi_bin_grid_w", "count")
-    return [cuda.to_device(np.ascontiguousarray(prm[k])) for k in names]
+def _to_device(geometry):
+    """The 8 per-RoI geometry arrays (``mrcnn_np.ops.roi_align.GEOMETRY_FIELDS``: batch index,
+    roi_start_h, roi_start_w, bin_size_h, bin_size_w, roi_bin_grid_h, roi_bin_grid_w, count,
+    each [R], computed by the reference) moved to the device."""
+    return [cuda.to_device(np.ascontiguousarray(a)) for a in geometry]
 
 
 def _blocks(n):
     return max((n + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK, 1)
 
 
-def roi_align_forward_device(d_input, rois, S_h, S_w, spatial_scale, sampling_ratio, aligned):
+def roi_align_forward_device(d_input, geometry, S_h, S_w):
     """Device in, device out: d_input [N, C, H, W] on the GPU -> d_output [R, C, S_h, S_w]."""
     C = d_input.shape[1]
-    d_output = cuda.device_array((len(rois), C, S_h, S_w), d_input.dtype)
-    geom = _geometry(rois, S_h, S_w, spatial_scale, sampling_ratio, aligned)
-    roi_align_forward_kernel[_blocks(d_output.size), THREADS_PER_BLOCK](d_input, *geom, d_output)
+    d_output = cuda.device_array((len(geometry[0]), C, S_h, S_w), d_input.dtype)
+    roi_align_forward_kernel[_blocks(d_output.size), THREADS_PER_BLOCK](
+        d_input, *_to_device(geometry), d_output)
     return d_output
 
 
-def roi_align_backward_device(d_grad_output, rois, input_shape, spatial_scale, sampling_ratio,
-                              aligned):
+def roi_align_backward_device(d_grad_output, geometry, input_shape):
     """Device in, device out: d_grad_output [R, C, S_h, S_w] -> d_grad_input [N, C, H, W]."""
-    S_h, S_w = d_grad_output.shape[2:]
     d_grad_input = cuda.to_device(np.zeros(input_shape, d_grad_output.dtype))   # zeroed
-    geom = _geometry(rois, S_h, S_w, spatial_scale, sampling_ratio, aligned)
     roi_align_backward_kernel[_blocks(d_grad_output.size), THREADS_PER_BLOCK](
-        d_grad_output, *geom, d_grad_input)
+        d_grad_output, *_to_device(geometry), d_grad_input)
     return d_grad_input
 
 
-def roi_align_forward_cuda(input, rois, S_h, S_w, spatial_scale, sampling_ratio, aligned):
+def roi_align_forward_cuda(input, geometry, S_h, S_w):
     """Host in, host out: input [N, C, H, W] -> output [R, C, S_h, S_w] (copies both ways)."""
     d_input = cuda.to_device(np.ascontiguousarray(input))
-    return roi_align_forward_device(d_input, rois, S_h, S_w, spatial_scale, sampling_ratio,
-                                    aligned).copy_to_host()
+    return roi_align_forward_device(d_input, geometry, S_h, S_w).copy_to_host()
 
 
-def roi_align_backward_cuda(grad_output, rois, input_shape, spatial_scale, sampling_ratio,
-                            aligned):
+def roi_align_backward_cuda(grad_output, geometry, input_shape):
     """Host in, host out: grad_output [R, C, S_h, S_w] -> grad_input [N, C, H, W]."""
     d_grad_output = cuda.to_device(np.ascontiguousarray(grad_output))
-    return roi_align_backward_device(d_grad_output, rois, tuple(input_shape), spatial_scale,
-                                     sampling_ratio, aligned).copy_to_host()
-
-
+    return roi_align_backward_device(d_grad_output, geometry, tuple(input_shape)).copy_to_host()

@@ -6,10 +6,12 @@ numbers from benchmarks/bench_roi.py on the development machine):
 1. NumPy reference: per RoI, two small matrix products ``Ay @ input @ Ax.T``. Readable, and
    BLAS does the work, but each RoI pays for Python and for building ``Ay``, ``Ax``.
 2. Loop kernels (this file): the sample tables (``y_low, y_high, w_low, w_high``, the
-   reference's ``bilinear_axis``) are computed once, vectorized, in the input's dtype -- so
-   rounding and the out-of-map rules are *the reference's own* -- and the kernel only does
-   the weighted gathers. The backward runs ``prange`` over channels: each thread owns whole
-   channel planes of the gradient, so it needs no atomics and no per-thread copies, and one
+   reference's ``bilinear_axis``) are computed once, vectorized, in the input's dtype, by
+   ``mrcnn_np/ops/roi_align.py`` (``sample_tables``) and handed in -- so rounding and the
+   out-of-map rules are *the reference's own*, and this file imports nothing from
+   ``mrcnn_np`` -- and the kernel only does the weighted gathers. The backward runs
+   ``prange`` over channels: each thread owns whole channel planes of the gradient, so it
+   needs no atomics and no per-thread copies, and one
    [H, W] plane (200 x 272 float32 = 218 kB) stays in cache while every RoI scatters into it.
    An NCHW forward written the same way was about 2x faster than torchvision's single-threaded
    CPU op on 2 cores.
@@ -26,18 +28,6 @@ numbers from benchmarks/bench_roi.py on the development machine):
 """
 import numba
 import numpy as np
-
-from mrcnn_np.ops.roi_align import bilinear_axis, roi_align_params
-
-
-def _tables(rois, H, W, S_h, S_w, spatial_scale, sampling_ratio, aligned):
-    prm = roi_align_params(rois, spatial_scale, S_h, S_w, sampling_ratio, aligned)
-    y_low, y_high, wy_low, wy_high = bilinear_axis(
-        prm["roi_start_h"], prm["bin_size_h"], prm["roi_bin_grid_h"], S_h, H)   # [R, S_h, Gy]
-    x_low, x_high, wx_low, wx_high = bilinear_axis(
-        prm["roi_start_w"], prm["bin_size_w"], prm["roi_bin_grid_w"], S_w, W)   # [R, S_w, Gx]
-    return (prm["roi_batch_ind"], prm["roi_bin_grid_h"], prm["roi_bin_grid_w"], prm["count"],
-            y_low, y_high, wy_low, wy_high, x_low, x_high, wx_low, wx_high)
 
 
 def nchw_to_nhwc(x):
@@ -102,22 +92,21 @@ def _backward_kernel(grad_output, roi_batch_ind, roi_bin_grid_h, roi_bin_grid_w,
                             grad_input[b, c, yh, xh] += gy_high * lx
 
 
-def roi_align_forward_numba(input, rois, S_h, S_w, spatial_scale, sampling_ratio, aligned):
-    """RoIAlign forward. input [N, C, H, W]; rois [R, 5] (input's dtype) -> [R, C, S_h, S_w]."""
-    N, C, H, W = input.shape
-    tables = _tables(rois, H, W, S_h, S_w, spatial_scale, sampling_ratio, aligned)
+def roi_align_forward_numba(input, tables, S_h, S_w):
+    """RoIAlign forward. input [N, C, H, W]; ``tables``: the 12 per-RoI sample tables of
+    ``mrcnn_np.ops.roi_align.sample_tables`` (batch index, grid sizes, count, y and x taps and
+    weights), in that order -> output [R, C, S_h, S_w]."""
+    C = input.shape[1]
+    R = len(tables[0])
     input_nhwc = nchw_to_nhwc(np.ascontiguousarray(input))              # [N, H, W, C]
-    output = np.empty((len(rois), C, S_h, S_w), input.dtype)             # [R, C, S_h, S_w]
+    output = np.empty((R, C, S_h, S_w), input.dtype)                     # [R, C, S_h, S_w]
     _forward_kernel(input_nhwc, *tables, output)
     return output
 
 
-def roi_align_backward_numba(grad_output, rois, input_shape, spatial_scale, sampling_ratio,
-                             aligned):
-    """RoIAlign backward. grad_output [R, C, S_h, S_w] -> grad_input [N, C, H, W] (fresh)."""
-    N, C, H, W = input_shape
-    S_h, S_w = grad_output.shape[2:]
-    tables = _tables(rois, H, W, S_h, S_w, spatial_scale, sampling_ratio, aligned)
-    grad_input = np.zeros((N, C, H, W), grad_output.dtype)              # [N, C, H, W]
+def roi_align_backward_numba(grad_output, tables, input_shape):
+    """RoIAlign backward. grad_output [R, C, S_h, S_w], ``tables`` as for the forward ->
+    grad_input [N, C, H, W] (fresh)."""
+    grad_input = np.zeros(tuple(input_shape), grad_output.dtype)        # [N, C, H, W]
     _backward_kernel(np.ascontiguousarray(grad_output), *tables, grad_input)
     return grad_input

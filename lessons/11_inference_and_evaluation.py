@@ -107,7 +107,9 @@ sample = val.get(pick)
 image = sample["image"]  # [3, H, W]
 batch, image_sizes, _ = model.transform([image], None, training=False)
 model.train(False)
-feats, _, _, _, proposals = model._features_and_proposals(batch, image_sizes, training=False)
+features = model.features_forward(batch)  # backbone + RPN head
+feats = features.maps  # P2..P6
+proposals = model.propose(features, image_sizes, training=False)
 box_feats, _ = model._pool(feats, proposals, cfg.box_roi_output_size, cfg.box_sampling_ratio,
                            image_sizes)  # [P, C, 7, 7]
 h, _ = model.roi_heads.box_head.forward(box_feats)  # [P, rep]

@@ -40,10 +40,10 @@ import numpy as np
 
 from .nn import init
 from .nn.layers import (add_backward, add_forward, max_pool2d_backward, max_pool2d_forward,
-                        relu_backward, relu_forward, upsample_nearest_backward,
-                        upsample_nearest_forward)
+                        relu_backward, relu_forward)
 from .nn.modules import (BatchNorm2d, Conv2d, FrozenBatchNorm2d, GroupNorm, Identity, Module,
                          Sequential)
+from .nn.resample import upsample_nearest_backward, upsample_nearest_forward
 
 EXPANSION = 4  # a bottleneck's output has 4x its inner width (ResNet paper, Table 1)
 FEATURE_NAMES = ("0", "1", "2", "3", "pool")  # torchvision's names for P2, P3, P4, P5, P6

@@ -10,7 +10,6 @@
 A preset is a plain function returning a ``Config``; change any field with keyword
 arguments: ``get_config("tiny", num_classes=4)``. No registry, no YAML.
 """
-import math
 from dataclasses import asdict, dataclass, replace
 
 
@@ -144,6 +143,3 @@ def config_from_dict(d):
 def _tuplify(v):
     return tuple(_tuplify(x) if isinstance(x, list) else x for x in v)
 
-
-# log(1000/16): the largest log-scale change a box delta may ask for (torchvision _utils.py)
-BBOX_XFORM_CLIP = math.log(1000.0 / 16)

@@ -7,12 +7,14 @@
 
     L = L_rpn_cls + L_rpn_box + L_cls + L_box + L_mask
 
-``forward_train`` computes the five losses and keeps every intermediate in an explicit
-cache; ``backward_train`` walks the same stages in reverse, so the gradient path of Mask
-R-CNN reads top to bottom in one function. Parameter names equal torchvision's
-``maskrcnn_resnet50_fpn`` state_dict keys, so its weights load by name.
+``forward_train`` is the pipeline, one call per stage: ``features_forward`` (backbone and RPN
+head, the differentiable first stage), ``propose`` (the proposal layer), ``sample_targets``
+(what the losses are measured against) and ``loss_forward`` (the five losses, keeping every
+intermediate in a ``TrainCache``). ``backward_train`` walks the same stages in reverse, so the
+gradient path of Mask R-CNN reads top to bottom in one function. Parameter names equal
+torchvision's ``maskrcnn_resnet50_fpn`` state_dict keys, so its weights load by name.
 """
-import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -21,7 +23,7 @@ from .config import Config, tiny
 from .nn.modules import Module
 from .ops.anchors import AnchorGenerator
 from .ops.poolers import multi_scale_roi_align_backward, multi_scale_roi_align_forward
-from .ops.proposals import generate_proposals
+from .ops.proposals import RPN_MIN_SIZE, generate_proposals
 from .ops.rpn_targets import build_rpn_targets
 from .postprocess import masks_from_logits, postprocess_detections
 from .roi_heads import (RoIHeads, fastrcnn_loss_backward, fastrcnn_loss_forward,
@@ -32,6 +34,45 @@ from .rpn import (RPNHead, flatten_predictions, objectness_logit, rpn_loss_backw
 from .transform import Transform
 
 LOSS_NAMES = ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask")
+
+
+class Features(NamedTuple):
+    """The first stage (backbone and RPN head) for one batch; everything later reads it."""
+    maps: list              # P2..P6, each [N, C, H_l, W_l]
+    objectness: np.ndarray  # [N, A, c] RPN logits in anchor order (c = 1 sigmoid, 2 softmax)
+    deltas: np.ndarray      # [N, A, 4] RPN box deltas (dx, dy, dw, dh), same order
+    anchors: np.ndarray     # [A, 4] (x1, y1, x2, y2), the same for every image
+    anchors_per_level: list  # [L] A_l * H_l * W_l
+    head_shapes: list       # [L] (N, A_l, c, H_l, W_l), to undo the flattening in backward
+    backbone_cache: dict    # for backbone.backward
+    head_cache: list        # for rpn.head.backward
+
+
+class Samples(NamedTuple):
+    """What the five losses are measured against, drawn once per step. Constants: no gradient."""
+    rpn_labels: np.ndarray    # [N, A] int64: 1 positive, 0 negative, -1 not sampled
+    rpn_targets: np.ndarray   # [N, A, 4] deltas from each anchor to its matched GT box
+    rois: list                # N arrays [R_i, 4]: sampled proposals (GT boxes included)
+    labels: list              # N arrays [R_i] int64: class of each RoI, 0 = background
+    reg_targets: list         # N arrays [R_i, 4]: deltas from each RoI to its matched GT box
+    pos_rois: list            # N arrays [Rp_i, 4]: the positive RoIs, for the mask branch
+    mask_targets: np.ndarray  # [Rp, M, M] in 0..1: each positive RoI's GT mask, cut and resized
+
+
+class BranchCache(NamedTuple):
+    """One RoI branch (box or mask): the caches of its pooler, head, predictor and loss."""
+    pool: dict
+    head: tuple
+    predictor: tuple
+    loss: tuple
+
+
+class TrainCache(NamedTuple):
+    """Everything ``backward_train`` needs, stage by stage."""
+    features: Features
+    rpn_loss: tuple
+    box: BranchCache
+    mask: BranchCache
 
 
 class RegionProposalNetwork(Module):
@@ -57,6 +98,7 @@ class MaskRCNN(Module):
     images: list of float32 [3, H, W] arrays in 0..1 (sizes may differ)
     targets: list of dicts with ``boxes`` [G, 4] (x1, y1, x2, y2 pixels), ``labels`` [G] int
              (1..K-1) and ``masks`` [G, H, W] uint8, one per image
+    ``cfg.backend`` reaches every op that has a kernel ("numpy" runs none at all).
     """
 
     def __init__(self, config: Config = None, rng=None):
@@ -70,147 +112,154 @@ class MaskRCNN(Module):
             square=cfg.square))
         object.__setattr__(self, "anchor_generator",
                            AnchorGenerator(cfg.anchor_sizes, cfg.aspect_ratios))
-        object.__setattr__(self, "timings", {})
         self.backbone = build_backbone(cfg, rng)
         num_anchors = self.anchor_generator.num_anchors_per_location()[0]
         self.rpn = RegionProposalNetwork(cfg, num_anchors, rng)
         self.roi_heads = RoIHeads(cfg, rng)
 
     # -----------------------------------------------------------------------------------
-    # Shared stages
+    # Stages shared by training and inference
     # -----------------------------------------------------------------------------------
-    def _features_and_proposals(self, batch, image_sizes, training):
-        """Backbone, RPN head and the proposal layer. Returns features, the RPN's flattened
-        outputs, anchors and proposals, with the caches needed for backward."""
-        cfg, t = self.cfg, self.timings
-        t0 = time.perf_counter()
-        feats, c_backbone = self.backbone.forward(batch)  # [P2..P6], each [N, C, H_l, W_l]
-        t1 = time.perf_counter()
-        objectness, deltas, c_head = self.rpn.head.forward(feats)
+    def features_forward(self, batch):
+        """Backbone and RPN head: batch [N, 3, H, W] -> ``Features``."""
+        maps, c_backbone = self.backbone.forward(batch)  # [P2..P6], each [N, C, H_l, W_l]
+        objectness, deltas, c_head = self.rpn.head.forward(maps)  # per level [N, A_l*c, H_l, W_l]
         obj, box, shapes = flatten_predictions(objectness, deltas)  # [N, A, c], [N, A, 4]
-        anchors = self.anchor_generator(batch.shape[-2:], [f.shape[-2:] for f in feats])  # [A, 4]
+        anchors = self.anchor_generator(batch.shape[-2:], [m.shape[-2:] for m in maps],
+                                        dtype=box.dtype)  # [A, 4]
         per_level = [s[1] * s[3] * s[4] for s in shapes]  # A_l * H_l * W_l
-        # The proposals are constants from here on: no gradient flows through them.
-        proposals, _scores = generate_proposals(
-            objectness_logit(obj), box, anchors, image_sizes, per_level,
-            pre_nms_top_n=cfg.rpn_pre_nms_top_n_train if training else cfg.rpn_pre_nms_top_n_test,
-            post_nms_top_n=cfg.rpn_post_nms_top_n_train if training else cfg.rpn_post_nms_top_n_test,
-            nms_thresh=cfg.rpn_nms_thresh, min_size=1e-3, score_thresh=cfg.rpn_score_thresh,
-            backend=cfg.backend)
-        t2 = time.perf_counter()
-        t["backbone"] = t1 - t0
-        t["rpn"] = t2 - t1
-        return feats, c_backbone, (obj, box, shapes, c_head), anchors, proposals
+        return Features(maps, obj, box, anchors, per_level, shapes, c_backbone, c_head)
 
-    def _pool(self, feats, boxes_per_image, output_size, sampling_ratio, image_sizes):
+    def propose(self, features, image_sizes, training):
+        """The proposal layer: N arrays [P_i, 4]. They are constants from here on (no gradient
+        flows through them), as in Faster R-CNN and torchvision."""
+        cfg, f = self.cfg, features
+        pre, post = ((cfg.rpn_pre_nms_top_n_train, cfg.rpn_post_nms_top_n_train) if training
+                     else (cfg.rpn_pre_nms_top_n_test, cfg.rpn_post_nms_top_n_test))
+        proposals, _scores = generate_proposals(
+            objectness_logit(f.objectness), f.deltas, f.anchors, image_sizes, f.anchors_per_level,
+            pre_nms_top_n=pre, post_nms_top_n=post, nms_thresh=cfg.rpn_nms_thresh,
+            min_size=RPN_MIN_SIZE, score_thresh=cfg.rpn_score_thresh, backend=cfg.backend)
+        return proposals
+
+    def _pool(self, maps, boxes_per_image, output_size, sampling_ratio, image_sizes):
         """MultiScaleRoIAlign over P2..P5 (P6 feeds only the RPN), as torchvision's box and
         mask poolers; the level scales are inferred from the image sizes."""
-        rois = _to_rois(boxes_per_image, feats[0].dtype)  # [R, 5]
         return multi_scale_roi_align_forward(
-            feats[:4], rois, image_sizes, output_size=output_size,
+            maps[:4], boxes_per_image, image_sizes, output_size=output_size,
             sampling_ratio=sampling_ratio, aligned=self.cfg.roi_aligned, backend=self.cfg.backend)
 
     # -----------------------------------------------------------------------------------
     # Training: forward to the five losses, then backward through every stage
     # -----------------------------------------------------------------------------------
-    def forward_train(self, images, targets, rng, sampling=None):
-        """Returns (losses: dict name -> float, cache). ``rng`` drives the random choices
-        (scale jitter, anchor and RoI sampling). ``sampling`` may pass back
-        ``cache["sampling"]`` of an earlier call to reuse its targets exactly (used by the
-        finite-difference check, so a nudged weight cannot change which RoIs are sampled)."""
-        cfg = self.cfg
+    def forward_train(self, images, targets, rng):
+        """Returns (losses: dict name -> float, ``TrainCache``). ``rng`` drives the random
+        choices (scale jitter, anchor and RoI sampling)."""
         self.train(True)
         batch, image_sizes, targets = self.transform(images, targets, training=True, rng=rng)
-        feats, c_backbone, (obj, box, shapes, c_head), anchors, proposals = \
-            self._features_and_proposals(batch, image_sizes, training=True)
-        t0 = time.perf_counter()
+        features = self.features_forward(batch)
+        proposals = self.propose(features, image_sizes, training=True)
+        samples = self.sample_targets(features.anchors, proposals, targets, rng)
+        return self.loss_forward(features, samples, image_sizes)
 
-        # -- RPN targets and losses -------------------------------------------------------
-        if sampling is None:
-            rpn_labels, rpn_targets = [], []
-            for tgt in targets:
-                lab, reg, _ = build_rpn_targets(
-                    anchors, tgt["boxes"], rng, fg_iou=cfg.rpn_fg_iou_thresh,
-                    bg_iou=cfg.rpn_bg_iou_thresh, batch_size_per_image=cfg.rpn_batch_size_per_image,
-                    positive_fraction=cfg.rpn_positive_fraction)
-                rpn_labels.append(lab)
-                rpn_targets.append(reg)
-            rpn_labels, rpn_targets = np.stack(rpn_labels), np.stack(rpn_targets)  # [N, A], [N, A, 4]
-            rois, matched, labels, reg_targets = select_training_samples(
-                proposals, [t["boxes"] for t in targets], [t["labels"] for t in targets], rng,
-                cfg.box_fg_iou_thresh, cfg.box_bg_iou_thresh, cfg.box_batch_size_per_image,
-                cfg.box_positive_fraction, cfg.bbox_reg_weights)
-            pos_rois = [r[l > 0] for r, l in zip(rois, labels)]
-            mask_targets = np.concatenate([
-                project_masks_on_boxes(t["masks"], pr, m[l > 0], cfg.mask_size, cfg.backend)
-                for t, pr, m, l in zip(targets, pos_rois, matched, labels)], 0)  # [Rp, M, M]
-            sampling = dict(rpn_labels=rpn_labels, rpn_targets=rpn_targets.astype(box.dtype),
-                            rois=rois, labels=labels, reg_targets=reg_targets, pos_rois=pos_rois,
-                            mask_targets=mask_targets.astype(box.dtype))
-        s = sampling
-        loss_obj, loss_rpn_box, c_rpn_loss = rpn_loss_forward(obj, box, s["rpn_labels"], s["rpn_targets"])
+    def sample_targets(self, anchors, proposals, targets, rng):
+        """Targets of the five losses (chapters 04 and 07) -> ``Samples``.
 
-        # -- box branch ---------------------------------------------------------------------
-        box_feats, c_pool_box = self._pool(feats, s["rois"], cfg.box_roi_output_size,
+        anchors [A, 4]; proposals: N arrays [P_i, 4]; targets: the transformed target dicts.
+        The RPN's anchors are matched and sampled per image; the proposals (plus the GT boxes)
+        are matched and sampled into RoIs, and each positive RoI gets its GT mask, cut out and
+        resized to M x M. All of it in the anchors' dtype.
+        """
+        cfg, dtype = self.cfg, anchors.dtype
+        rpn_labels, rpn_targets = [], []
+        for tgt in targets:
+            lab, reg, _ = build_rpn_targets(
+                anchors, tgt["boxes"], rng, fg_iou=cfg.rpn_fg_iou_thresh,
+                bg_iou=cfg.rpn_bg_iou_thresh, batch_size_per_image=cfg.rpn_batch_size_per_image,
+                positive_fraction=cfg.rpn_positive_fraction, backend=cfg.backend)
+            rpn_labels.append(lab)  # [A]
+            rpn_targets.append(reg)  # [A, 4]
+        rois, matched, labels, reg_targets = select_training_samples(
+            proposals, [t["boxes"] for t in targets], [t["labels"] for t in targets], rng,
+            cfg.box_fg_iou_thresh, cfg.box_bg_iou_thresh, cfg.box_batch_size_per_image,
+            cfg.box_positive_fraction, cfg.bbox_reg_weights, backend=cfg.backend)
+        pos_rois = [r[l > 0] for r, l in zip(rois, labels)]  # N arrays [Rp_i, 4]
+        mask_targets = np.concatenate([
+            project_masks_on_boxes(t["masks"], pr, m[l > 0], cfg.mask_size, cfg.backend)
+            for t, pr, m, l in zip(targets, pos_rois, matched, labels)], 0)  # [Rp, M, M]
+        return Samples(np.stack(rpn_labels), np.stack(rpn_targets).astype(dtype, copy=False),
+                       rois, labels, [r.astype(dtype, copy=False) for r in reg_targets],
+                       pos_rois, mask_targets.astype(dtype, copy=False))
+
+    def loss_forward(self, features, samples, image_sizes):
+        """The five losses of ``features`` against fixed ``samples``: (losses, ``TrainCache``).
+        A smooth function of the weights (up to ReLU and max-pool kinks), because nothing here
+        samples or ranks; the finite-difference check calls it directly."""
+        cfg, f, s = self.cfg, features, samples
+        heads = self.roi_heads
+
+        # -- RPN losses -------------------------------------------------------------------------
+        loss_obj, loss_rpn_box, c_rpn_loss = rpn_loss_forward(
+            f.objectness, f.deltas, s.rpn_labels, s.rpn_targets)
+
+        # -- box branch -----------------------------------------------------------------------
+        box_feats, c_pool_box = self._pool(f.maps, s.rois, cfg.box_roi_output_size,
                                            cfg.box_sampling_ratio, image_sizes)  # [R, C, 7, 7]
-        h, c_box_head = self.roi_heads.box_head.forward(box_feats)  # [R, rep]
-        class_logits, box_regression, c_pred = self.roi_heads.box_predictor.forward(h)
-        labels_all = np.concatenate(s["labels"])  # [R]
+        h, c_box_head = heads.box_head.forward(box_feats)  # [R, rep]
+        class_logits, box_regression, c_pred = heads.box_predictor.forward(h)  # [R, K], [R, 4K]
+        labels = np.concatenate(s.labels)  # [R]
         loss_cls, loss_box, c_fr_loss = fastrcnn_loss_forward(
-            class_logits, box_regression, labels_all, np.concatenate(s["reg_targets"]).astype(h.dtype))
+            class_logits, box_regression, labels, np.concatenate(s.reg_targets))
 
-        # -- mask branch, on the positive RoIs only ------------------------------------------------
-        mask_feats, c_pool_mask = self._pool(feats, s["pos_rois"], cfg.mask_roi_output_size,
-                                             cfg.mask_sampling_ratio, image_sizes)  # [Rp, C, 14, 14]
-        m, c_mask_head = self.roi_heads.mask_head.forward(mask_feats)
-        mask_logits, c_mask_pred = self.roi_heads.mask_predictor.forward(m)  # [Rp, K, 28, 28]
-        pos_labels = labels_all[labels_all > 0]
-        loss_mask, c_mask_loss = maskrcnn_loss_forward(mask_logits, pos_labels, s["mask_targets"],
-                                                       cfg.mask_loss)
-        self.timings["heads"] = time.perf_counter() - t0
+        # -- mask branch, on the positive RoIs only --------------------------------------------
+        mask_feats, c_pool_mask = self._pool(
+            f.maps, s.pos_rois, cfg.mask_roi_output_size, cfg.mask_sampling_ratio,
+            image_sizes)  # [Rp, C, 14, 14]
+        m, c_mask_head = heads.mask_head.forward(mask_feats)  # [Rp, C_m, 14, 14]
+        mask_logits, c_mask_pred = heads.mask_predictor.forward(m)  # [Rp, K, 28, 28]
+        loss_mask, c_mask_loss = maskrcnn_loss_forward(mask_logits, labels[labels > 0],
+                                                       s.mask_targets, cfg.mask_loss)
 
         losses = dict(zip(LOSS_NAMES, (float(loss_obj), float(loss_rpn_box), float(loss_cls),
                                        float(loss_box), float(loss_mask))))
-        cache = dict(c_backbone=c_backbone, c_head=c_head, shapes=shapes, c_rpn_loss=c_rpn_loss,
-                     c_pool_box=c_pool_box, c_box_head=c_box_head, c_pred=c_pred,
-                     c_fr_loss=c_fr_loss, c_pool_mask=c_pool_mask, c_mask_head=c_mask_head,
-                     c_mask_pred=c_mask_pred, c_mask_loss=c_mask_loss, sampling=sampling,
-                     feat_shapes=[f.shape for f in feats], dtype=feats[0].dtype)
+        cache = TrainCache(f, c_rpn_loss,
+                           BranchCache(c_pool_box, c_box_head, c_pred, c_fr_loss),
+                           BranchCache(c_pool_mask, c_mask_head, c_mask_pred, c_mask_loss))
         return losses, cache
 
     def backward_train(self, cache):
         """dL/dθ for every trainable parameter, accumulated into ``.grads``; L is the sum of
         the five losses, so each loss starts its backward with gradient 1."""
-        c = cache
-        one = c["dtype"].type(1.0)
-        t0 = time.perf_counter()
-        dfeats = [np.zeros(s, c["dtype"]) for s in c["feat_shapes"]]  # P2..P6
+        f, box, mask = cache.features, cache.box, cache.mask
+        heads = self.roi_heads
+        one = f.deltas.dtype.type(1.0)
+        dmaps = [np.zeros_like(p) for p in f.maps]  # P2..P6, each [N, C, H_l, W_l]
 
         # mask branch: L_mask -> logits -> predictor -> FCN -> RoIAlign -> P2..P5
-        dmask_logits = maskrcnn_loss_backward(one, c["c_mask_loss"])
-        dm = self.roi_heads.mask_predictor.backward(dmask_logits, c["c_mask_pred"])
-        dmask_feats = self.roi_heads.mask_head.backward(dm, c["c_mask_head"])
-        for level, d in enumerate(multi_scale_roi_align_backward(dmask_feats, c["c_pool_mask"])):
-            dfeats[level] += d
+        dmask_logits = maskrcnn_loss_backward(one, mask.loss)  # [Rp, K, 28, 28]
+        dm = heads.mask_predictor.backward(dmask_logits, mask.predictor)  # [Rp, C_m, 14, 14]
+        dmask_feats = heads.mask_head.backward(dm, mask.head)  # [Rp, C, 14, 14]
+        for level, d in enumerate(multi_scale_roi_align_backward(dmask_feats, mask.pool)):
+            dmaps[level] += d  # [N, C, H_l, W_l], l = P2..P5
 
         # box branch: L_cls + L_box -> logits, deltas -> predictor -> MLP -> RoIAlign -> P2..P5
-        dlogits, dbox_reg = fastrcnn_loss_backward(one, one, c["c_fr_loss"])
-        dh = self.roi_heads.box_predictor.backward(dlogits, dbox_reg, c["c_pred"])
-        dbox_feats = self.roi_heads.box_head.backward(dh, c["c_box_head"])
-        for level, d in enumerate(multi_scale_roi_align_backward(dbox_feats, c["c_pool_box"])):
-            dfeats[level] += d
+        dlogits, dbox_reg = fastrcnn_loss_backward(one, one, box.loss)  # [R, K], [R, 4K]
+        dh = heads.box_predictor.backward(dlogits, dbox_reg, box.predictor)  # [R, rep]
+        dbox_feats = heads.box_head.backward(dh, box.head)  # [R, C, 7, 7]
+        for level, d in enumerate(multi_scale_roi_align_backward(dbox_feats, box.pool)):
+            dmaps[level] += d  # [N, C, H_l, W_l], l = P2..P5
 
         # RPN: L_rpn_cls + L_rpn_box -> flattened outputs -> per-level maps -> head -> P2..P6
-        dobj, dbox = rpn_loss_backward(one, one, c["c_rpn_loss"])
-        dobjectness, ddeltas = unflatten_predictions(dobj, dbox, c["shapes"])
-        for level, d in enumerate(self.rpn.head.backward(dobjectness, ddeltas, c["c_head"])):
-            dfeats[level] += d
-        t1 = time.perf_counter()
+        dobj, ddeltas = rpn_loss_backward(one, one, cache.rpn_loss)  # [N, A, c], [N, A, 4]
+        # The RPN's gradient path ends here: proposals, anchors, sampled targets get no gradient.
+        dobjectness, dlevel_deltas = unflatten_predictions(
+            dobj, ddeltas, f.head_shapes)  # per level [N, A_l*c, H_l, W_l], [N, 4A_l, H_l, W_l]
+        for level, d in enumerate(self.rpn.head.backward(dobjectness, dlevel_deltas,
+                                                         f.head_cache)):
+            dmaps[level] += d  # [N, C, H_l, W_l], l = P2..P6
 
         # backbone: FPN then ResNet (the gradient stops at the first frozen stage)
-        self.backbone.backward(dfeats, c["c_backbone"])
-        self.timings["backward_heads"] = t1 - t0
-        self.timings["backward_backbone"] = time.perf_counter() - t1
+        self.backbone.backward(dmaps, f.backbone_cache)  # into .grads; the image gets none
 
     def forward_backward(self, images, targets, rng, zero_grad=True):
         """One training step's forward and backward: returns the loss dict (plus ``loss``,
@@ -225,47 +274,46 @@ class MaskRCNN(Module):
     # -----------------------------------------------------------------------------------
     # Inference
     # -----------------------------------------------------------------------------------
-    def predict(self, images):
+    def predict(self, images, paste_masks=True):
         """images: list of float32 [3, H, W] in 0..1. Returns one dict per image with
         ``boxes`` [D, 4], ``labels`` [D], ``scores`` [D] and ``masks`` [D, 1, H, W] (soft,
-        0..1), in the original image's pixels, as torchvision returns them."""
-        cfg = self.cfg
+        0..1), in the original image's pixels, as torchvision returns them.
+        ``paste_masks=False`` leaves ``masks`` [D, 1, M, M] (paste them a few at a time with
+        ``postprocess.paste_masks_in_chunks``: D full-size masks of a large image fill GBs)."""
         self.train(False)
-        self.set_keep_cache(False)  # nothing runs backward: let each layer's cache go at once
-        try:
-            return self._predict(images)
-        finally:
-            self.set_keep_cache(True)
+        with self.no_cache():  # nothing runs backward: let each layer's cache go at once
+            images = [np.asarray(im, np.float32) for im in images]
+            original_sizes = [im.shape[-2:] for im in images]
+            batch, image_sizes, _ = self.transform(images, None, training=False)
+            features = self.features_forward(batch)
+            proposals = self.propose(features, image_sizes, training=False)
+            detections = self.detect(features.maps, proposals, image_sizes)
+            return self.transform.postprocess(detections, image_sizes, original_sizes,
+                                              paste_masks=paste_masks)
 
-    def _predict(self, images):
-        cfg = self.cfg
-        images = [np.asarray(im, np.float32) for im in images]
-        original_sizes = [im.shape[-2:] for im in images]
-        batch, image_sizes, _ = self.transform(images, None, training=False)
-        feats, _, _, _, proposals = self._features_and_proposals(batch, image_sizes, training=False)
-        t0 = time.perf_counter()
-        box_feats, _ = self._pool(feats, proposals, cfg.box_roi_output_size,
-                                  cfg.box_sampling_ratio, image_sizes)
-        h, _ = self.roi_heads.box_head.forward(box_feats)
-        class_logits, box_regression, _ = self.roi_heads.box_predictor.forward(h)
+    def detect(self, maps, proposals, image_sizes):
+        """The heads at inference: box head, per-class NMS, then the mask head on the
+        detections. Returns one dict per image (``boxes``, ``labels``, ``scores``, ``masks``
+        [D, 1, M, M]) in the resized image's pixels."""
+        cfg, heads = self.cfg, self.roi_heads
+        box_feats, _ = self._pool(maps, proposals, cfg.box_roi_output_size,
+                                  cfg.box_sampling_ratio, image_sizes)  # [P, C, 7, 7]
+        h, _ = heads.box_head.forward(box_feats)  # [P, rep]
+        class_logits, box_regression, _ = heads.box_predictor.forward(h)  # [P, K], [P, 4K]
         boxes, scores, labels = postprocess_detections(
             class_logits, box_regression, proposals, image_sizes, cfg.box_score_thresh,
-            cfg.box_nms_thresh, cfg.box_detections_per_img, cfg.bbox_reg_weights)
-        mask_feats, _ = self._pool(feats, boxes, cfg.mask_roi_output_size,
-                                   cfg.mask_sampling_ratio, image_sizes)
-        m, _ = self.roi_heads.mask_head.forward(mask_feats)
-        mask_logits, _ = self.roi_heads.mask_predictor.forward(m)  # [D_total, K, 28, 28]
-        all_labels = np.concatenate(labels) if labels else np.zeros(0, np.int64)
+            cfg.box_nms_thresh, cfg.box_detections_per_img, cfg.bbox_reg_weights,
+            backend=cfg.backend)  # N arrays [D_i, 4], [D_i], [D_i]
+        mask_feats, _ = self._pool(maps, boxes, cfg.mask_roi_output_size,
+                                   cfg.mask_sampling_ratio, image_sizes)  # [D, C, 14, 14]
+        m, _ = heads.mask_head.forward(mask_feats)  # [D, C_m, 14, 14]
+        mask_logits, _ = heads.mask_predictor.forward(m)  # [D, K, 28, 28]
+        all_labels = np.concatenate(labels) if labels else np.zeros(0, np.int64)  # [D]
         probs = masks_from_logits(mask_logits, all_labels, activation=cfg.mask_loss,
-                                  class_agnostic=cfg.class_agnostic_masks)  # [D_total, 1, 28, 28]
+                                  class_agnostic=cfg.class_agnostic_masks)  # [D, 1, 28, 28]
         splits = np.cumsum([len(b) for b in boxes])[:-1]
-        detections = [dict(boxes=b, labels=l, scores=s, masks=pm)
-                      for b, l, s, pm in zip(boxes, labels, scores, np.split(probs, splits))]
-        t1 = time.perf_counter()
-        out = self.transform.postprocess(detections, image_sizes, original_sizes)
-        self.timings["heads"] = t1 - t0
-        self.timings["postprocess"] = time.perf_counter() - t1
-        return out
+        return [dict(boxes=b, labels=l, scores=s, masks=pm)
+                for b, l, s, pm in zip(boxes, labels, scores, np.split(probs, splits))]
 
     # -----------------------------------------------------------------------------------
     # Weights
@@ -286,10 +334,3 @@ class MaskRCNN(Module):
         from .convert import torchvision_to_numpy
         self.load_state_dict(torchvision_to_numpy(state_dict_or_path))
         return self
-
-
-def _to_rois(boxes_per_image, dtype):
-    """list of [R_i, 4] -> [R, 5] = (batch_index, x1, y1, x2, y2)."""
-    parts = [np.concatenate([np.full((len(b), 1), i, dtype), np.asarray(b, dtype)], 1)
-             for i, b in enumerate(boxes_per_image)]
-    return np.concatenate(parts, 0) if parts else np.zeros((0, 5), dtype)

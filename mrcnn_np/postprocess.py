@@ -15,7 +15,12 @@ None of this has a backward: it runs only at inference, after the losses.
 """
 import numpy as np
 
-from mrcnn_np.transform import interpolate_bilinear
+from .nn.layers import sigmoid
+from .nn.resample import interpolate_bilinear
+from .ops._backend import DEFAULT_BACKEND
+from .ops.box_coder import BOX_HEAD_WEIGHTS, BoxCoder
+from .ops.boxes import clip_boxes_to_image, remove_small_boxes
+from .ops.nms import batched_nms
 
 MIN_BOX_SIZE = 1e-2  # torchvision RoIHeads.postprocess_detections: remove_small_boxes(.., 1e-2)
 TO_REMOVE = 1  # torchvision paste_mask_in_image: integer box [x0, x1] covers x1 - x0 + 1 pixels
@@ -126,12 +131,6 @@ def paste_masks_in_image(masks, boxes, img_shape, padding=1):
 # ------------------------------------------------------------------------------------------------
 # masks from the mask head
 # ------------------------------------------------------------------------------------------------
-def _sigmoid(x):
-    """``1 / (1 + exp(-x))`` without overflow warnings, in x's dtype."""
-    e = np.exp(-np.abs(x))  # in (0, 1]
-    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
-
-
 def _softmax(x, axis):
     """``exp(x - max) / sum(exp(x - max))`` along ``axis``, in x's dtype."""
     e = np.exp(x - x.max(axis=axis, keepdims=True))
@@ -160,10 +159,10 @@ def masks_from_logits(mask_logits, labels, activation="sigmoid", class_agnostic=
     if class_agnostic:
         if activation != "sigmoid":
             raise ValueError("a class-agnostic mask has a single channel: use activation='sigmoid'")
-        return _sigmoid(mask_logits[:, :1])  # [D, 1, M, M]
+        return sigmoid(mask_logits[:, :1])  # [D, 1, M, M]
     if activation == "sigmoid":
         chosen = mask_logits[np.arange(D), labels]  # [D, M, M] the detection's own class
-        return _sigmoid(chosen)[:, None]  # [D, 1, M, M]
+        return sigmoid(chosen)[:, None]  # [D, 1, M, M]
     if activation == "softmax":
         prob = _softmax(mask_logits, axis=1)  # [D, K, M, M] sums to 1 over K at each pixel
         return prob[np.arange(D), labels][:, None]  # [D, 1, M, M]
@@ -175,7 +174,7 @@ def masks_from_logits(mask_logits, labels, activation="sigmoid", class_agnostic=
 # ------------------------------------------------------------------------------------------------
 def postprocess_detections(class_logits, box_regression, proposals, image_shapes,
                            score_thresh=0.05, nms_thresh=0.5, detections_per_img=100,
-                           box_coder_weights=(10.0, 10.0, 5.0, 5.0)):
+                           box_coder_weights=BOX_HEAD_WEIGHTS, backend=DEFAULT_BACKEND):
     """Final detections per image, as torchvision's ``RoIHeads.postprocess_detections``.
 
     Args:
@@ -188,6 +187,7 @@ def postprocess_detections(class_logits, box_regression, proposals, image_shapes
         nms_thresh: IoU above which a lower-scoring box of the same class is dropped.
         detections_per_img: keep at most this many per image, best first.
         box_coder_weights: (wx, wy, ww, wh) dividing the deltas (torchvision's (10, 10, 5, 5)).
+        backend: of ``batched_nms`` (see ``mrcnn_np/ops/_backend.py``).
     Returns:
         boxes: list of N arrays [D_i, 4] = (x1, y1, x2, y2), clipped to the image;
         scores: list of N arrays [D_i], decreasing;
@@ -198,10 +198,6 @@ def postprocess_detections(class_logits, box_regression, proposals, image_shapes
     detections of different classes. NMS runs per class (``batched_nms``). Ties in score keep
     the order ``batched_nms`` gives them (it sorts by decreasing score; see ``mrcnn_np.ops.nms``).
     """
-    from mrcnn_np.ops.box_coder import BoxCoder
-    from mrcnn_np.ops.boxes import clip_boxes_to_image, remove_small_boxes
-    from mrcnn_np.ops.nms import batched_nms
-
     class_logits = np.asarray(class_logits)
     box_regression = np.asarray(box_regression)
     R, K = class_logits.shape
@@ -237,7 +233,8 @@ def postprocess_detections(class_logits, box_regression, proposals, image_shapes
         keep = np.asarray(remove_small_boxes(boxes, MIN_BOX_SIZE), dtype=np.int64)
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
 
-        keep = np.asarray(batched_nms(boxes, scores, labels, nms_thresh), dtype=np.int64)
+        keep = np.asarray(batched_nms(boxes, scores, labels, nms_thresh, backend=backend),
+                          dtype=np.int64)
         keep = keep[:detections_per_img]  # batched_nms returns best first
         all_boxes.append(boxes[keep])  # [D_i, 4]
         all_scores.append(scores[keep])  # [D_i]

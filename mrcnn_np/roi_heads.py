@@ -23,7 +23,8 @@ from .nn.losses import (bce_with_logits_backward, bce_with_logits_forward,
                         cross_entropy_backward, cross_entropy_forward, smooth_l1_backward,
                         smooth_l1_forward)
 from .nn.modules import Conv2d, ConvTranspose2d, Linear, Module, ReLU, Sequential
-from .ops.box_coder import BoxCoder
+from .ops._backend import DEFAULT_BACKEND
+from .ops.box_coder import BOX_HEAD_WEIGHTS, BoxCoder
 from .ops.boxes import box_iou
 from .ops.matcher import BalancedPositiveNegativeSampler, Matcher
 from .ops.roi_align import roi_align
@@ -36,10 +37,11 @@ BOX_BETA = 1.0 / 9  # smooth-L1 beta of the box head (torchvision roi_heads.py)
 # ---------------------------------------------------------------------------------------
 def select_training_samples(proposals, gt_boxes, gt_labels, rng, fg_iou_thresh=0.5,
                             bg_iou_thresh=0.5, batch_size_per_image=512, positive_fraction=0.25,
-                            bbox_reg_weights=(10.0, 10.0, 5.0, 5.0)):
+                            bbox_reg_weights=BOX_HEAD_WEIGHTS, backend=DEFAULT_BACKEND):
     """Match proposals to ground truth and sample the RoIs the heads train on.
 
     proposals: list (per image) of [P_i, 4]; gt_boxes: list of [G_i, 4]; gt_labels: list of [G_i]
+    backend: of the IoU matrix (``box_iou``).
     Returns four lists (per image): sampled proposals [R_i, 4], matched ground-truth index
     [R_i] (0 for background RoIs, whose target is unused), class labels [R_i] (0 = background)
     and box regression targets [R_i, 4].
@@ -57,7 +59,8 @@ def select_training_samples(proposals, gt_boxes, gt_labels, rng, fg_iou_thresh=0
             matched = np.zeros(len(props), np.int64)
             labels = np.zeros(len(props), np.int64)
         else:
-            idx = matcher(box_iou(gt, props))  # [P+G], >= 0 matched, negatives are sentinels
+            iou = box_iou(gt, props, backend=backend)  # [G, P+G]
+            idx = matcher(iou)  # [P+G], >= 0 matched, negatives are sentinels
             matched = np.maximum(idx, 0)
             labels = gl[matched].astype(np.int64)
             labels[idx == Matcher.BELOW_LOW_THRESHOLD] = 0
@@ -79,7 +82,7 @@ def select_training_samples(proposals, gt_boxes, gt_labels, rng, fg_iou_thresh=0
     return out_props, out_matched, out_labels, out_targets
 
 
-def project_masks_on_boxes(gt_masks, boxes, matched_idxs, M, backend="auto"):
+def project_masks_on_boxes(gt_masks, boxes, matched_idxs, M, backend=DEFAULT_BACKEND):
     """The 28x28 mask target of each positive RoI: its matched ground-truth mask, cut out by
     the RoI and resampled with RoIAlign (torchvision: aligned=False, adaptive sampling).
 

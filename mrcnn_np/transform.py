@@ -18,173 +18,20 @@ images with values in 0..1:
 ``Transform.postprocess`` goes back: it scales detected boxes to the original image and pastes
 each ``M x M`` mask into an image of the original size (``paste_masks_in_image``).
 
-The two resamplers, ``interpolate_bilinear`` and ``interpolate_nearest``, reproduce
-``torch.nn.functional.interpolate`` (``align_corners=False``) including its float32 arithmetic,
-because a one-pixel difference in a resized size or a source index would make every later
-number differ from torchvision.
+The two resamplers, ``interpolate_bilinear`` and ``interpolate_nearest`` (``nn/resample.py``),
+reproduce ``torch.nn.functional.interpolate`` (``align_corners=False``) including its float32
+arithmetic, because a one-pixel difference in a resized size or a source index would make
+every later number differ from torchvision.
 """
 import math
 
 import numpy as np
 
+from .nn.resample import interpolate_bilinear, interpolate_nearest
+from .postprocess import paste_masks_in_image
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's maskrcnn_resnet50_fpn defaults
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-# ------------------------------------------------------------------------------------------------
-# resampling, as torch.nn.functional.interpolate(..., align_corners=False)
-# ------------------------------------------------------------------------------------------------
-def _pair(v):
-    return (v, v) if np.isscalar(v) else tuple(v)
-
-
-def _output_size_and_scales(in_hw, size, scale_factor, recompute_scale_factor):
-    """Output size and the per-axis scale torch hands to its kernel.
-
-    Returns ``((out_h, out_w), (scale_h, scale_w))`` where a scale is ``None`` when the kernel
-    must derive it from the sizes (``in / out``), or the user's factor ``s`` (the kernel then
-    uses ``1 / s``). With a ``scale_factor`` the output size is ``floor(in * s)``, computed in
-    float64 as torch does (``int(in * s)``).
-    """
-    if (size is None) == (scale_factor is None):
-        raise ValueError("give exactly one of size and scale_factor")
-    if size is not None:
-        if recompute_scale_factor:
-            raise ValueError("recompute_scale_factor is not meaningful with an explicit size")
-        return tuple(int(s) for s in _pair(size)), (None, None)
-    factors = tuple(float(f) for f in _pair(scale_factor))
-    out = tuple(int(n * f) for n, f in zip(in_hw, factors))  # floor, in float64
-    if recompute_scale_factor:
-        return out, (None, None)  # the kernel sees only the integer sizes
-    return out, factors
-
-
-def _kernel_scale(in_size, out_size, factor, dtype):
-    """torch's ``compute_scales_value``: ``1/factor`` if a factor was kept, else ``in/out``.
-
-    Computed in ``dtype`` (float32 for float32 images), as the C++ kernel does.
-    """
-    if factor is not None and factor > 0:
-        return dtype.type(1.0 / factor)  # 1/s in float64, then rounded to dtype
-    return dtype.type(in_size) / dtype.type(out_size)
-
-
-def linear_indices_weights(in_size, out_size, scale, dtype=np.float32):
-    """Source indices and weights of 1-D linear resampling with ``align_corners=False``.
-
-    Output pixel ``d`` has its centre at ``d + 0.5``; mapped back into the input that is
-    ``(d + 0.5) * scale``, a pixel index of ``src = (d + 0.5) * scale - 0.5``. ``src`` is clamped
-    at 0 (the first half pixel repeats the border value), and the output mixes its two
-    neighbours: ``(1 - l) * x[i0] + l * x[i1]`` with ``i0 = floor(src)``, ``i1 = i0 + 1`` (or
-    ``i0`` at the last pixel) and ``l = src - i0``. When ``out_size == in_size`` torch copies
-    (``l = 0``) whatever the scale; so do we.
-
-    Args:
-        in_size, out_size: int.
-        scale: the kernel's scale, ``in/out`` or ``1/scale_factor`` (see ``_kernel_scale``).
-        dtype: arithmetic precision (the image dtype).
-    Returns:
-        i0, i1: int64 [out_size]; l0, l1: dtype [out_size], ``l0 + l1 = 1``.
-    """
-    dtype = np.dtype(dtype)
-    if out_size == in_size:
-        i0 = np.arange(out_size, dtype=np.int64)  # [out]
-        return i0, i0.copy(), np.ones(out_size, dtype), np.zeros(out_size, dtype)
-    # torch's compiled kernel evaluates scale * (d + 0.5) - 0.5 as one fused multiply-add: a
-    # single rounding at the end. The product of two float32 numbers is exact in float64, so
-    # computing in float64 and rounding once to float32 gives the same bits. (Rounding twice,
-    # in plain float32, moves src by up to one float32 step, ~6e-5 px at src ~ 1000.) For
-    # float64 images this is plain float64 arithmetic, within 1e-13 px of torch's.
-    d = np.arange(out_size, dtype=np.float64)  # [out]
-    scale64 = np.float64(dtype.type(scale))  # the kernel's scale, in dtype, widened exactly
-    src = (scale64 * (d + 0.5) - 0.5).astype(dtype)  # [out] source pixel index, one rounding
-    src = np.maximum(src, dtype.type(0))  # clamp at 0 (linear modes only)
-    i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)  # [out]
-    l1 = np.clip(src - i0.astype(dtype), 0, 1).astype(dtype)  # [out] weight of i1
-    i1 = i0 + (i0 < in_size - 1)  # [out]
-    l0 = (dtype.type(1) - l1).astype(dtype)  # [out] weight of i0
-    return i0, i1, l0, l1
-
-
-def interpolate_bilinear(x, size=None, scale_factor=None, recompute_scale_factor=None):
-    """Bilinear resize, as ``F.interpolate(x, ..., mode="bilinear", align_corners=False)``.
-
-    Args:
-        x: [N, C, H, W] float array (float32 or float64; the dtype is kept).
-        size: int or (out_h, out_w); or else
-        scale_factor: float or (s_h, s_w). The output size is ``floor(H * s_h), floor(W * s_w)``.
-        recompute_scale_factor: with ``scale_factor``: ``True`` resamples with ``H / out_h``
-            (the ratio of the integer sizes); ``False``/``None`` resamples with ``1 / s_h``.
-            The two differ whenever ``H * s_h`` is not an integer.
-    Returns:
-        [N, C, out_h, out_w] array of x's dtype.
-
-    Each output pixel is a weighted mean of the 2x2 input pixels around its source point (see
-    ``linear_indices_weights``); the weights factor into a row part and a column part, so we
-    resample the width first and then the height.
-    """
-    x = np.asarray(x)
-    if x.ndim != 4:
-        raise ValueError(f"x must be [N, C, H, W], got shape {x.shape}")
-    if not np.issubdtype(x.dtype, np.floating):
-        raise TypeError(f"bilinear interpolation needs a float array, got {x.dtype}")
-    dtype = x.dtype
-    H, W = x.shape[-2:]
-    (out_h, out_w), (f_h, f_w) = _output_size_and_scales((H, W), size, scale_factor,
-                                                         recompute_scale_factor)
-    if out_h <= 0 or out_w <= 0:
-        raise ValueError(f"output size must be positive, got {(out_h, out_w)}")
-    scale_h = _kernel_scale(H, out_h, f_h, dtype)
-    scale_w = _kernel_scale(W, out_w, f_w, dtype)
-    ih0, ih1, lh0, lh1 = linear_indices_weights(H, out_h, scale_h, dtype)  # [out_h] each
-    iw0, iw1, lw0, lw1 = linear_indices_weights(W, out_w, scale_w, dtype)  # [out_w] each
-    cols = lw0 * x[..., iw0] + lw1 * x[..., iw1]  # [N, C, H, out_w]
-    out = lh0[:, None] * cols[..., ih0, :] + lh1[:, None] * cols[..., ih1, :]  # [N, C, oh, ow]
-    return out.astype(dtype, copy=False)
-
-
-def nearest_indices(in_size, out_size, factor=None):
-    """Source index of each output pixel for torch's ``mode="nearest"`` (not "nearest-exact").
-
-    ``src = min(floor(d * scale), in_size - 1)`` in float32 with ``scale = in/out`` (or
-    ``1/factor`` when a scale factor was kept). This is OpenCV's INTER_NEAREST rule: it samples
-    the *left/top edge* of each output pixel, not its centre, so the picture shifts by up to
-    half an input pixel towards the top-left. torch keeps it for backward compatibility, with
-    two shortcuts: equal sizes copy, and exact doubling uses ``d // 2``.
-
-    Returns:
-        int64 [out_size].
-    """
-    d = np.arange(out_size, dtype=np.int64)  # [out]
-    if out_size == in_size:
-        return d
-    if out_size == 2 * in_size:
-        return d >> 1
-    scale = _kernel_scale(in_size, out_size, factor, np.dtype(np.float32))  # always float32
-    src = np.floor(d.astype(np.float32) * scale).astype(np.int64)  # [out]
-    return np.minimum(src, in_size - 1)
-
-
-def interpolate_nearest(x, size=None, scale_factor=None, recompute_scale_factor=None):
-    """Nearest-neighbour resize, as ``F.interpolate(x, ..., mode="nearest")``.
-
-    Used for instance masks: it only copies values, so 0/1 masks stay 0/1 and any dtype works.
-
-    Args:
-        x: [N, C, H, W] array of any dtype.
-        size, scale_factor, recompute_scale_factor: as ``interpolate_bilinear``.
-    Returns:
-        [N, C, out_h, out_w] array of x's dtype.
-    """
-    x = np.asarray(x)
-    if x.ndim != 4:
-        raise ValueError(f"x must be [N, C, H, W], got shape {x.shape}")
-    H, W = x.shape[-2:]
-    (out_h, out_w), (f_h, f_w) = _output_size_and_scales((H, W), size, scale_factor,
-                                                         recompute_scale_factor)
-    ih = nearest_indices(H, out_h, f_h)  # [out_h]
-    iw = nearest_indices(W, out_w, f_w)  # [out_w]
-    return x[:, :, ih[:, None], iw[None, :]]  # [N, C, out_h, out_w]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -360,7 +207,7 @@ class Transform:
         return self.batch_images(out_images), image_sizes, out_targets
 
     # -- back to the original images -----------------------------------------------------------
-    def postprocess(self, detections, image_sizes, original_sizes):
+    def postprocess(self, detections, image_sizes, original_sizes, paste_masks=True):
         """Map detections from the resized images back to the original images.
 
         Args:
@@ -370,15 +217,14 @@ class Transform:
             original_sizes: list of N (H_i, W_i), the sizes of the images given to ``__call__``.
         Returns:
             list of N new dicts: ``"boxes"`` [D_i, 4] in original pixels and ``"masks"``
-            [D_i, 1, H_i, W_i], each mask pasted into its (rescaled) box.
+            [D_i, 1, H_i, W_i], each mask pasted into its (rescaled) box (``paste_masks=False``:
+            the masks stay [D_i, 1, M, M], for ``paste_masks_in_chunks``).
         """
-        from mrcnn_np.postprocess import paste_masks_in_image  # here: postprocess imports us
-
         results = []
         for pred, im_s, o_im_s in zip(detections, image_sizes, original_sizes):
             r = dict(pred)
             r["boxes"] = resize_boxes(pred["boxes"], im_s, o_im_s)  # [D, 4]
-            if "masks" in pred:
+            if "masks" in pred and paste_masks:
                 r["masks"] = paste_masks_in_image(pred["masks"], r["boxes"], o_im_s)  # [D,1,H,W]
             results.append(r)
         return results

@@ -1,9 +1,9 @@
 """The whole model: the total loss's gradient by finite differences, edge cases, the API.
 
-The finite-difference check runs the tiny preset in float64. Anchor and RoI sampling are
-random, and a nudged weight could change which proposals survive NMS; so the check reuses
-the sampled targets of the first forward pass (``sampling=``), which makes the loss a
-smooth function of the weights (up to ReLU kinks, which float64 and h=1e-6 do not hit).
+The finite-difference checks run the tiny preset in float64. Anchor and RoI sampling are
+random, and a nudged weight could change which proposals survive NMS; so the checks draw the
+samples once (``sample_targets``) and pass them to ``loss_forward``, which makes the loss a
+smooth function of the weights, up to the kinks of ReLU and max-pool (handled explicitly).
 """
 import numpy as np
 import pytest
@@ -42,56 +42,125 @@ def _total(losses):
     return sum(losses[k] for k in LOSS_NAMES)
 
 
+def _fixed_samples(model, images, targets, seed=1):
+    """Transform the batch and draw the samples once (``sample_targets``), as ``forward_train``
+    would with ``rng = default_rng(seed)``. The finite-difference checks then measure the loss
+    against these fixed samples with ``loss_forward``: a smooth function of the weights."""
+    model.train(True)
+    rng = np.random.default_rng(seed)
+    batch, image_sizes, targets = model.transform(images, targets, training=True, rng=rng)
+    features = model.features_forward(batch)
+    proposals = model.propose(features, image_sizes, training=True)
+    samples = model.sample_targets(features.anchors, proposals, targets, rng)
+    assert samples.mask_targets.shape[0] > 0, "need positive RoIs to test the mask branch"
+    return batch, image_sizes, samples
+
+
+def _entries(g, pick):
+    """The entries of one tensor to check: its largest gradient, a random one, and the one
+    nearest zero (as flat indices, distinct)."""
+    a = np.abs(g).reshape(-1)
+    largest, nearest_zero = int(np.argmax(a)), int(np.argmin(a))
+    others = np.setdiff1d(np.arange(a.size), [largest, nearest_zero])
+    return [largest, int(pick.choice(others)), nearest_zero] if largest != nearest_zero else \
+        [largest, int(pick.choice(others))]
+
+
+def _check_entry(loss_at, name, idx, old, analytic, tol, h=1e-6):
+    """Central difference at one entry; where the loss has a kink there (a ReLU that is exactly
+    0, a max-pool over tied zeros: the no-norm tiny preset has many), backward must give one of
+    the two one-sided derivatives. Returns True if the entry sits on a kink."""
+    lp, lm = loss_at(old + h), loss_at(old - h)
+    num = (lp - lm) / (2 * h)
+    if abs(num - analytic) <= tol + 1e-4 * abs(num):
+        return False
+    # Not smooth here? Then the left and right derivatives differ, and backward gives one of
+    # them (the first maximum wins a tie, as torch), never something else.
+    l0 = loss_at(old)
+    right, left = (lp - l0) / h, (l0 - lm) / h
+    assert abs(right - left) > 1e-4 * abs(num), (name, idx, num, analytic, "smooth, yet wrong")
+    assert min(abs(analytic - right), abs(analytic - left)) <= tol + 1e-3 * abs(num), \
+        (name, idx, left, right, analytic)
+    return True
+
+
 def test_total_loss_gradient_matches_finite_differences():
+    """Every parameter tensor of the tiny preset, at three entries each (the largest gradient,
+    a random entry, the entry nearest zero), against central differences of the total loss
+    in float64. Tolerance per tensor: 2e-8 (the differences' rounding noise on a loss of ~4)
+    plus 1e-4 of the tensor's largest gradient. (16 sampled RoIs instead of 64 keep it fast;
+    the parameters are the preset's.)"""
     rng = np.random.default_rng(0)
-    model = _tiny_model(np.float64)
+    model = _tiny_model(np.float64, box_batch_size_per_image=16)
     img, tgt = _scene(rng, dtype=np.float64)
-    images, targets = [img], [tgt]
-    losses, cache = model.forward_train(images, targets, np.random.default_rng(1))
+    batch, image_sizes, samples = _fixed_samples(model, [img], [tgt])
+    features = model.features_forward(batch)
+    losses, cache = model.loss_forward(features, samples, image_sizes)
     assert all(np.isfinite(v) for v in losses.values())
-    sampling = cache["sampling"]
-    assert sampling["mask_targets"].shape[0] > 0, "need positive RoIs to test the mask branch"
     model.zero_grad()
     model.backward_train(cache)
 
     params = list(model.named_parameters())
-    stages = ["backbone.body", "backbone.fpn", "rpn.head", "roi_heads.box_head",
-              "roi_heads.box_predictor", "roi_heads.mask_head", "roi_heads.mask_predictor"]
+    assert len(params) == len([k for k in model.state_dict() if "running" not in k])
     pick = np.random.default_rng(2)
-    h, checked, kinks = 1e-6, 0, []
+    checked, kinks = 0, []
+    for name, p, g in params:
+        # a head's weights do not change the backbone's output: reuse the features
+        head_only = name.startswith("roi_heads.")
+        tol = 2e-8 + 1e-4 * float(np.abs(g).max())
+        flat = p.reshape(-1)  # a view: writing it nudges the weight
 
-    def loss_at(p, idx, value):
-        old = p[idx]
-        p[idx] = value
-        out = _total(model.forward_train(images, targets, np.random.default_rng(1), sampling)[0])
-        p[idx] = old
-        return out
+        def loss_at(value, i=None):
+            old = flat[i]
+            flat[i] = value
+            f = features if head_only else model.features_forward(batch)
+            out = _total(model.loss_forward(f, samples, image_sizes)[0])
+            flat[i] = old
+            return out
 
-    for stage in stages:
-        in_stage = [(n, p, g) for n, p, g in params if n.startswith(stage)]
-        assert in_stage, f"no trainable parameters under {stage}"
-        for k in pick.choice(len(in_stage), size=min(3, len(in_stage)), replace=False):
-            name, p, g = in_stage[k]
-            # the entry with the largest gradient is the most informative one to check
-            idx = np.unravel_index(np.argmax(np.abs(g)), p.shape)
-            old = p[idx]
-            lp, lm = loss_at(p, idx, old + h), loss_at(p, idx, old - h)
-            num = (lp - lm) / (2 * h)
+        for i in _entries(g, pick):
             checked += 1
-            if abs(num - g[idx]) <= 1e-6 + 1e-4 * abs(num):
-                continue
-            # Not smooth here? Without normalization many activations are exactly 0 after a
-            # ReLU, and a max-pool over tied zeros is a kink: the loss has different left and
-            # right derivatives at this weight. Backward then gives one of the one-sided
-            # derivatives (the first maximum wins a tie, as torch), never something else.
-            l0 = loss_at(p, idx, old)
-            right, left = (lp - l0) / h, (l0 - lm) / h
-            assert abs(right - left) > 1e-4 * abs(num), (name, idx, num, g[idx], "smooth, yet wrong")
-            assert min(abs(g[idx] - right), abs(g[idx] - left)) <= 1e-6 + 1e-3 * abs(num), \
-                (name, idx, left, right, g[idx])
-            kinks.append(name)
-    assert checked >= 2 * len(stages)
+            if _check_entry(lambda v: loss_at(v, i), name, i, flat[i], g.reshape(-1)[i], tol):
+                kinks.append(name)
+    assert checked == 3 * len(params)
     assert len(kinks) <= checked // 5, kinks  # kinks are the exception, not the rule
+
+
+def test_backward_train_gradient_for_the_feature_maps():
+    """``backward_train`` on its own, from the five losses to the FPN maps P2..P6 (the RPN
+    head, both RoIAlign poolers, both heads): the backbone is cut off and the maps are the
+    input, checked at three entries per level against central differences in float64."""
+    rng = np.random.default_rng(0)
+    model = _tiny_model(np.float64, box_batch_size_per_image=16)
+    img, tgt = _scene(rng, dtype=np.float64)
+    batch, image_sizes, samples = _fixed_samples(model, [img], [tgt])
+    maps, _ = model.backbone.forward(batch)  # P2..P6, the input of this check
+    got = {}
+    object.__setattr__(model.backbone, "forward", lambda x: (maps, None))
+    object.__setattr__(model.backbone, "backward", lambda d, c: got.setdefault("dmaps", d))
+    _, cache = model.loss_forward(model.features_forward(batch), samples, image_sizes)
+    model.zero_grad()
+    model.backward_train(cache)
+    dmaps = got["dmaps"]
+    assert [d.shape for d in dmaps] == [m.shape for m in maps]
+    pick = np.random.default_rng(3)
+    kinks = 0
+    for level, (m, d) in enumerate(zip(maps, dmaps)):
+        assert np.abs(d).max() > 0, f"no gradient reaches level {level}"
+        tol = 2e-8 + 1e-4 * float(np.abs(d).max())
+        flat = m.reshape(-1)
+
+        def loss_at(value, i=None):
+            old = flat[i]
+            flat[i] = value
+            out = _total(model.loss_forward(model.features_forward(batch), samples, image_sizes)[0])
+            flat[i] = old
+            return out
+
+        for i in _entries(d, pick):
+            kinks += _check_entry(lambda v: loss_at(v, i), f"P{level + 2}", i, flat[i],
+                                  d.reshape(-1)[i], tol)
+    assert kinks <= 3
 
 
 def test_image_without_objects_trains_with_a_finite_loss():

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from conftest import oracle
 from mrcnn_np.ops import batched_nms, nms
+from mrcnn_np.ops._backend import BackendUnavailable
 from mrcnn_np.ops.nms import (batched_nms_coordinate_trick, batched_nms_per_class, nms_steps,
                               score_order)
 from test_boxes import boxes_st
@@ -200,7 +201,7 @@ def test_batched_nms_empty_and_single():
 
 def test_cuda_backend_without_kernel_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "kernels.nms_cuda", None)  # importing it now fails
-    with pytest.raises(RuntimeError, match="nms_cuda"):
+    with pytest.raises(BackendUnavailable, match="nms_cuda"):
         nms(SIX_BOXES, SIX_SCORES, 0.6, backend="cuda")
 
 

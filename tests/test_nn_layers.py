@@ -9,10 +9,11 @@ from gradcheck import numerical_grad, rel_error
 from mrcnn_np.nn.layers import (add_backward, add_forward, batchnorm2d_backward,
                                 batchnorm2d_forward, flatten_backward, flatten_forward,
                                 frozen_batchnorm2d_backward, frozen_batchnorm2d_forward,
-                                interpolate_nearest, linear, linear_backward, linear_forward,
+                                linear, linear_backward, linear_forward,
                                 max_pool2d, max_pool2d_backward, max_pool2d_forward,
-                                relu_backward, relu_forward, sigmoid_backward, sigmoid_forward,
-                                upsample_nearest_backward, upsample_nearest_forward)
+                                relu_backward, relu_forward, sigmoid_backward, sigmoid_forward)
+from mrcnn_np.nn.resample import (interpolate_nearest, upsample_nearest_backward,
+                                  upsample_nearest_forward)
 
 GRAD_TOL = 1e-7   # float64 finite differences vs analytic, relative to the largest entry
 shapes4 = st.tuples(st.integers(1, 2), st.integers(1, 3), st.integers(1, 5), st.integers(1, 5))

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mrcnn_np.ops import roi_pool, roi_pool_backward, roi_pool_forward
+from mrcnn_np.ops._backend import BackendUnavailable
 
 
 def test_2x2_roipool_on_5x5_arange_by_hand():
@@ -136,5 +137,5 @@ def test_convenience_matches_forward():
 
 def test_cuda_backend_is_refused_with_a_clear_error():
     x = np.zeros((1, 1, 4, 4), np.float32)
-    with pytest.raises(NotImplementedError, match="no CUDA kernel"):
+    with pytest.raises(BackendUnavailable, match="no CUDA kernel"):
         roi_pool(x, np.array([[0, 0, 0, 3, 3]], np.float32), 2, backend="cuda")

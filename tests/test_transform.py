@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import oracle
-from mrcnn_np.transform import (Transform, interpolate_bilinear, interpolate_nearest,
-                                linear_indices_weights, nearest_indices, resize_boxes)
+from mrcnn_np.nn.resample import (interpolate_bilinear, interpolate_nearest,
+                                  linear_indices_weights, nearest_indices)
+from mrcnn_np.transform import Transform, resize_boxes
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 

@@ -91,7 +91,8 @@ def stagewise(model, tv_model, images):
 
     batch, image_sizes, _ = model.transform(images, None, training=False)
     model.eval()
-    feats, _, _, _, props = model._features_and_proposals(batch, image_sizes, training=False)
+    features = model.features_forward(batch)
+    feats, props = features.maps, model.propose(features, image_sizes, training=False)
     out = {"transform_max_abs": float(np.abs(batch - il.tensors.numpy()).max()),
            "image_sizes_equal": [tuple(s) for s in image_sizes] == [tuple(s) for s in il.image_sizes]}
     for name, f in zip(["0", "1", "2", "3", "pool"], feats):

@@ -1,8 +1,9 @@
 """The other layers of Mask R-CNN, each a forward/backward pair with an explicit cache.
 
 linear, relu, sigmoid, max_pool2d, batchnorm2d (trainable), frozen_batchnorm2d (the detection
-backbone's), groupnorm (per image, for training from scratch), upsample_nearest (FPN's
-top-down path), add (residual and FPN sums), flatten.
+backbone's), groupnorm (per image, for training from scratch), add (residual and FPN sums),
+flatten. (upsample_nearest, FPN's top-down layer, lives with the other resamplers in
+``resample.py``.)
 Shapes use the letters of ``mrcnn_np/__init__.py``. Every backward returns fresh arrays.
 """
 import numpy as np
@@ -48,14 +49,19 @@ def relu_backward(dout, cache):
     return np.where(cache, dout, dout.dtype.type(0))
 
 
-def sigmoid_forward(x):
-    """``1 / (1 + exp(-x))``, computed without overflow for large |x|.
-
-    For x >= 0 use ``1 / (1 + e^-x)``; for x < 0 the same number as ``e^x / (1 + e^x)``.
-    Returns out (same shape as x), cache (out itself: the derivative is out * (1 - out)).
-    """
+def sigmoid(x):
+    """``1 / (1 + exp(-x))`` in x's dtype, without overflow for large |x|: for x >= 0 it is
+    ``1 / (1 + e^-x)``, for x < 0 the same number as ``e^x / (1 + e^x)``. The one sigmoid of the
+    repo (layers, the BCE loss, RPN scores, mask probabilities)."""
+    x = np.asarray(x)
     e = np.exp(-np.abs(x))                                         # in (0, 1], never overflows
-    out = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+def sigmoid_forward(x):
+    """``sigmoid(x)``. Returns out (same shape as x), cache (out itself: the derivative is
+    out * (1 - out))."""
+    out = sigmoid(x)
     return out, out
 
 
@@ -267,63 +273,6 @@ def groupnorm_backward(dout, cache):
         mean_gx = (g * xh).mean(axis=2, keepdims=True)             # [N, G, 1]
         dx = ((g - mean_g - xh * mean_gx) * invstd).reshape(N, C, H, W)  # [N, C, H, W]
     return dx, dgamma.astype(gamma.dtype, copy=False), dbeta.astype(gamma.dtype, copy=False)
-
-
-# -- nearest upsampling ----------------------------------------------------------------------
-def _nearest_src(n_in, n_out):
-    """Source index of each output index, as torch's "nearest" mode computes it for float32
-    maps: ``min(floor(dst * (n_in / n_out)), n_in - 1)`` with the scale and the product held
-    in float32, so the rounding matches torch index by index (checked for every n_in < 120,
-    n_out < 300). torch rounds float64 maps slightly differently; we keep one rule for all.
-    """
-    if n_out == n_in:
-        return np.arange(n_out)
-    scale = np.float32(n_in) / np.float32(n_out)
-    src = np.floor(np.arange(n_out, dtype=np.float32) * scale).astype(np.int64)
-    return np.minimum(src, n_in - 1)
-
-
-def upsample_nearest_forward(x, size):
-    """Nearest-neighbour resize to ``size = (Ho, Wo)`` (``F.interpolate(mode="nearest")``).
-
-    FPN's top-down path uses it to bring a coarse map to the size of the next finer one.
-    Inputs   x : [N, C, H, W];  size : (Ho, Wo)
-    Returns  out : [N, C, Ho, Wo], ``out[..., i, j] = x[..., src_h[i], src_w[j]]``;  cache
-    """
-    Ho, Wo = size
-    N, C, H, W = x.shape
-    sh, sw = _nearest_src(H, Ho), _nearest_src(W, Wo)            # [Ho], [Wo]
-    out = x[:, :, sh[:, None], sw[None, :]]                        # [N, C, Ho, Wo]
-    return out, (x.shape, sh, sw)
-
-
-def _sum_back(d, src, n_in, axis):
-    """Add the entries of ``d`` along ``axis`` into the ``n_in`` source slots they came from.
-    ``src`` is non-decreasing, so each source slot owns one contiguous run: ``reduceat``."""
-    uniq, starts = np.unique(src, return_index=True)
-    red = np.add.reduceat(d, starts, axis=axis)
-    shape = list(d.shape)
-    shape[axis] = n_in
-    out = np.zeros(shape, dtype=d.dtype)
-    idx = [slice(None)] * d.ndim
-    idx[axis] = uniq
-    out[tuple(idx)] = red
-    return out
-
-
-def upsample_nearest_backward(dout, cache):
-    """Each input pixel gets the sum of the gradients of the output pixels that copied it;
-    pixels nobody copied (when shrinking) get 0. Returns dx : [N, C, H, W]."""
-    (N, C, H, W), sh, sw = cache
-    if dout.size == 0:
-        return np.zeros((N, C, H, W), dtype=dout.dtype)
-    d = _sum_back(dout, sw, W, axis=3)                             # [N, C, Ho, W]
-    return _sum_back(d, sh, H, axis=2)                             # [N, C, H, W]
-
-
-def interpolate_nearest(input, size):
-    """``F.interpolate(input, size=size, mode="nearest")``: forward only."""
-    return upsample_nearest_forward(input, size)[0]
 
 
 # -- plumbing --------------------------------------------------------------------------------

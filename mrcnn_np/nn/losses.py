@@ -15,6 +15,8 @@ Targets and labels are constants: they receive no gradient.
 """
 import numpy as np
 
+from .layers import sigmoid
+
 REDUCTIONS = ("mean", "sum", "none")
 
 
@@ -110,9 +112,7 @@ def bce_with_logits_forward(logits, targets, weight=None, reduction="mean", zero
 def bce_with_logits_backward(dloss, cache):
     """``dlogits = w * (sigmoid(x) - y) * dloss_elem``. Returns dlogits (logits' shape)."""
     x, y, weight, reduction, zero_if_empty = cache
-    e = np.exp(-np.abs(x))
-    s = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)  # sigmoid(x)
-    d = s - y
+    d = sigmoid(x) - y
     if weight is not None:
         d = d * np.asarray(weight, dtype=x.dtype)
     return (d * _scale(dloss, x.size, reduction, zero_if_empty, x.dtype)).astype(x.dtype, copy=False)

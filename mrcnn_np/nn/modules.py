@@ -9,6 +9,8 @@ Names of parameters and buffers follow torchvision's ``state_dict`` keys (``weig
 ``running_mean``, ...), and a parent's children are named as torchvision names its submodules,
 so that importing torchvision weights is a table of renames, not a translation.
 """
+import contextlib
+
 import numpy as np
 
 from . import init
@@ -34,8 +36,8 @@ class Module:
         object.__setattr__(self, "buffers", {})
         object.__setattr__(self, "children", {})
         object.__setattr__(self, "training", True)
-        # keep_cache=False: forward returns no cache (inference, where nothing runs backward;
-        # a conv's cache holds its im2col matrix, hundreds of MB at 800 px). See no_cache().
+        # keep_cache=False (only inside ``with no_cache():``): forward returns no cache
+        # (inference; a conv's cache holds its im2col matrix, hundreds of MB at 800 px).
         object.__setattr__(self, "keep_cache", True)
         object.__setattr__(self, "requires_grad", True)  # False: params frozen (see requires_grad_)
 
@@ -102,10 +104,20 @@ class Module:
     def eval(self):
         return self.train(False)
 
-    def set_keep_cache(self, keep):
-        """Whether the weight layers below return caches from forward (needed for backward)."""
-        for _, m in self.named_modules():
-            object.__setattr__(m, "keep_cache", keep)
+    @contextlib.contextmanager
+    def no_cache(self):
+        """``with model.no_cache(): ...``: inside, the weight layers below return ``None`` for
+        their cache (as ``torch.no_grad``). For inference, where nothing runs backward: each
+        layer's im2col matrix is freed as soon as the layer is done. The old settings come
+        back on exit, also after an error."""
+        saved = [(m, m.keep_cache) for _, m in self.named_modules()]
+        for m, _ in saved:
+            object.__setattr__(m, "keep_cache", False)
+        try:
+            yield self
+        finally:
+            for m, keep in saved:
+                object.__setattr__(m, "keep_cache", keep)
 
     def astype(self, dtype):
         """Cast every parameter, gradient and floating buffer (float64 for gradient checks)."""

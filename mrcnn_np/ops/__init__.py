@@ -4,7 +4,7 @@ Each op that torchvision also has keeps torchvision's signature and semantics, s
 students can call both libraries the same way. Ops with kernels take ``backend=`` (see
 ``mrcnn_np/ops/_backend.py``).
 """
-from ._backend import BACKENDS, resolve_backend  # noqa: F401
+from ._backend import BACKENDS, DEFAULT_BACKEND, BackendUnavailable, resolve_backend  # noqa: F401
 
 # --- boxes, box coding, anchors, matching, sampling, proposals, NMS (chapters 03, 04, 06) ---
 from .anchors import AnchorGenerator, matterport_anchors  # noqa: F401

@@ -18,7 +18,7 @@ Edge cases, chosen on purpose and tested:
 """
 import numpy as np
 
-from ._backend import resolve_backend
+from ._backend import DEFAULT_BACKEND, resolve_backend
 
 
 def _as_float_boxes(boxes):
@@ -70,7 +70,7 @@ def box_iou_numpy(boxes1, boxes2):
         return inter / union                                    # [N, M]; 0/0 = nan
 
 
-def box_iou(boxes1, boxes2, backend="auto"):
+def box_iou(boxes1, boxes2, backend=DEFAULT_BACKEND):
     """Intersection over union of every pair of boxes (torchvision's ``box_iou``).
 
     Args:
@@ -78,11 +78,11 @@ def box_iou(boxes1, boxes2, backend="auto"):
         boxes2: ``[M, 4] = (x1, y1, x2, y2)``.
         backend: ``"numpy"`` (broadcasting, the definition), ``"numba"`` (one fused loop in
             ``kernels/boxes_numba.py``, the same arithmetic, so the same bits), or ``"auto"``.
-            There is no CUDA kernel for IoU; ``"cuda"`` raises ``ValueError``.
+            There is no CUDA kernel for IoU; ``"cuda"`` raises ``BackendUnavailable``.
     Returns:
         ``[N, M]`` IoU in ``[0, 1]`` (``nan`` for two zero-area boxes), dtype of the boxes.
     """
-    backend = resolve_backend(backend)
+    backend = resolve_backend(backend, "box_iou", kernels=("numba",))
     boxes1 = _as_float_boxes(boxes1)
     boxes2 = _as_float_boxes(boxes2)
     if boxes1.dtype != boxes2.dtype:
@@ -90,10 +90,8 @@ def box_iou(boxes1, boxes2, backend="auto"):
         boxes1, boxes2 = boxes1.astype(dtype), boxes2.astype(dtype)
     if backend == "numpy":
         return box_iou_numpy(boxes1, boxes2)
-    if backend == "numba":
-        from kernels.boxes_numba import box_iou_numba
-        return box_iou_numba(np.ascontiguousarray(boxes1), np.ascontiguousarray(boxes2))
-    raise ValueError("box_iou has no CUDA kernel; use backend='numpy' or 'numba'")
+    from kernels.boxes_numba import box_iou_numba
+    return box_iou_numba(np.ascontiguousarray(boxes1), np.ascontiguousarray(boxes2))
 
 
 def clip_boxes_to_image(boxes, size):

@@ -27,6 +27,7 @@ does not use that gradient -- proposals are constants -- so we leave it out.)
 """
 import numpy as np
 
+from ._backend import DEFAULT_BACKEND, resolve_backend
 from .roi_align import axis_matrix, pair, window
 
 
@@ -62,7 +63,7 @@ def corner_axis(lo, hi, crop, size):
 
 
 def crop_and_resize_forward(image, boxes, box_indices, crop_size, spatial_scale=1.0,
-                            extrapolation_value=0.0):
+                            extrapolation_value=0.0, backend=DEFAULT_BACKEND):
     """crop_and_resize forward.
 
     Inputs:
@@ -71,8 +72,12 @@ def crop_and_resize_forward(image, boxes, box_indices, crop_size, spatial_scale=
       x2 < x1 is allowed and flips the crop, as in TensorFlow.
     - box_indices: [R] int, the image of each box.
     - crop_size: S or (S_h, S_w); extrapolation_value: the value of samples off the map.
+    - backend: accepted as every op accepts it, but crop_and_resize (an ablation, not on the
+      model's path) has no kernel: "numpy" and "auto" run this file, "numba" and "cuda" raise
+      ``BackendUnavailable``.
     Returns ``(out, cache)``; out [R, C, S_h, S_w].
     """
+    resolve_backend(backend, "crop_and_resize", kernels=())
     image = np.asarray(image)
     N, C, H, W = image.shape
     T = image.dtype.type
@@ -124,7 +129,7 @@ def crop_and_resize_backward(dout, cache):
 
 
 def crop_and_resize(image, boxes, box_indices, crop_size, spatial_scale=1.0,
-                    extrapolation_value=0.0):
+                    extrapolation_value=0.0, backend=DEFAULT_BACKEND):
     """Returns out [R, C, S_h, S_w] only (see ``crop_and_resize_forward``)."""
     return crop_and_resize_forward(image, boxes, box_indices, crop_size, spatial_scale,
-                                   extrapolation_value)[0]
+                                   extrapolation_value, backend)[0]

@@ -23,7 +23,7 @@ No gradient flows through NMS: it returns indices, which are constants for the m
 """
 import numpy as np
 
-from ._backend import resolve_backend
+from ._backend import DEFAULT_BACKEND, BackendUnavailable, resolve_backend
 
 # torchvision ops/boxes.py, batched_nms: on the CPU it runs one NMS per class when
 # boxes.numel() > 4000 (that is, more than 1,000 boxes) and the coordinate trick otherwise.
@@ -78,13 +78,13 @@ def _nms_cuda(boxes, scores, iou_threshold):
     try:
         from kernels.nms_cuda import nms_cuda
     except ImportError as e:
-        raise RuntimeError(
+        raise BackendUnavailable(
             "backend='cuda' needs kernels/nms_cuda.py (nms_cuda(boxes, scores, iou_threshold)); "
             f"importing it failed: {e}") from e
     return np.asarray(nms_cuda(boxes, scores, iou_threshold), dtype=np.int64)
 
 
-def nms(boxes, scores, iou_threshold, backend="auto"):
+def nms(boxes, scores, iou_threshold, backend=DEFAULT_BACKEND):
     """Greedy non-maximum suppression (torchvision's ``nms``).
 
     Args:
@@ -96,7 +96,7 @@ def nms(boxes, scores, iou_threshold, backend="auto"):
         keep: ``[K]`` int64 indices into ``boxes``, by decreasing score (ties: lower index
         first; see the module docstring).
     """
-    backend = resolve_backend(backend)
+    backend = resolve_backend(backend, "nms")
     boxes = np.asarray(boxes)
     scores = np.asarray(scores)
     if boxes.dtype not in (np.float32, np.float64):
@@ -110,7 +110,7 @@ def nms(boxes, scores, iou_threshold, backend="auto"):
     return _nms_cuda(boxes, scores, iou_threshold)
 
 
-def batched_nms_coordinate_trick(boxes, scores, idxs, iou_threshold, backend="auto"):
+def batched_nms_coordinate_trick(boxes, scores, idxs, iou_threshold, backend=DEFAULT_BACKEND):
     """Per-class NMS by shifting each class's boxes far apart, then one :func:`nms`.
 
     Each box is moved by ``idxs * (max_coordinate + 1)`` in x and y, so boxes of different
@@ -118,7 +118,7 @@ def batched_nms_coordinate_trick(boxes, scores, idxs, iou_threshold, backend="au
     torchvision does; with float32 and large offsets it rounds the coordinates slightly.
     """
     if boxes.shape[0] == 0:
-        resolve_backend(backend)
+        resolve_backend(backend, "nms")
         return np.zeros(0, dtype=np.int64)
     max_coordinate = boxes.max()
     offsets = idxs.astype(boxes.dtype) * (max_coordinate + boxes.dtype.type(1))  # [N]
@@ -126,9 +126,9 @@ def batched_nms_coordinate_trick(boxes, scores, idxs, iou_threshold, backend="au
     return nms(boxes_for_nms, scores, iou_threshold, backend=backend)
 
 
-def batched_nms_per_class(boxes, scores, idxs, iou_threshold, backend="auto"):
+def batched_nms_per_class(boxes, scores, idxs, iou_threshold, backend=DEFAULT_BACKEND):
     """Per-class NMS as one NMS per class (torchvision's "vanilla" path), merged by score."""
-    backend = resolve_backend(backend)
+    backend = resolve_backend(backend, "nms")
     if boxes.shape[0] == 0:
         return np.zeros(0, dtype=np.int64)
     if backend == "numba":  # one pass: a box only suppresses its own class (same result)
@@ -148,7 +148,7 @@ def batched_nms_per_class(boxes, scores, idxs, iou_threshold, backend="auto"):
     return keep[score_order(scores[keep])]                             # [K] by score
 
 
-def batched_nms(boxes, scores, idxs, iou_threshold, backend="auto"):
+def batched_nms(boxes, scores, idxs, iou_threshold, backend=DEFAULT_BACKEND):
     """NMS done independently per category (torchvision's ``batched_nms``).
 
     Boxes of different categories never suppress each other. As torchvision on the CPU, this
@@ -170,7 +170,7 @@ def batched_nms(boxes, scores, idxs, iou_threshold, backend="auto"):
     scores = np.asarray(scores)
     idxs = np.asarray(idxs)
     if boxes.shape[0] == 0:
-        resolve_backend(backend)
+        resolve_backend(backend, "nms")
         return np.zeros(0, dtype=np.int64)
     if boxes.size > BATCHED_NMS_PER_CLASS_ABOVE_NUMEL:
         return batched_nms_per_class(boxes, scores, idxs, iou_threshold, backend=backend)

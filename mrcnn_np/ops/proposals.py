@@ -27,15 +27,14 @@ R-CNN and torchvision, which detach the deltas here). The RPN learns only from i
 """
 import numpy as np
 
+from ..config import Config
+from ..nn.layers import sigmoid
+from ._backend import DEFAULT_BACKEND
 from .box_coder import RPN_WEIGHTS, decode_boxes
 from .boxes import clip_boxes_to_image, remove_small_boxes
 from .nms import batched_nms
 
-RPN_PRE_NMS_TOP_N = {"training": 2000, "testing": 1000}   # torchvision maskrcnn_resnet50_fpn
-RPN_POST_NMS_TOP_N = {"training": 2000, "testing": 1000}  # idem
-RPN_NMS_THRESH = 0.7                                      # idem, rpn_nms_thresh
-RPN_MIN_SIZE = 1e-3                                       # torchvision rpn.py, self.min_size
-RPN_SCORE_THRESH = 0.0                                    # idem, rpn_score_thresh
+RPN_MIN_SIZE = 1e-3  # torchvision rpn.py, self.min_size (not a setting: no Config field)
 
 
 def top_n_idx(objectness, num_anchors_per_level, pre_nms_top_n):
@@ -62,15 +61,10 @@ def top_n_idx(objectness, num_anchors_per_level, pre_nms_top_n):
     return np.concatenate(r, axis=1).astype(np.int64)                # [N, T]
 
 
-def sigmoid(x):
-    """``1 / (1 + exp(-x))`` in the dtype of ``x``, without overflow warnings."""
-    with np.errstate(over="ignore"):
-        return 1 / (1 + np.exp(-x))
-
-
 def generate_proposals(objectness, deltas, anchors, image_sizes, num_anchors_per_level,
-                       pre_nms_top_n, post_nms_top_n, nms_thresh=RPN_NMS_THRESH,
-                       min_size=RPN_MIN_SIZE, score_thresh=RPN_SCORE_THRESH, backend="auto"):
+                       pre_nms_top_n, post_nms_top_n, nms_thresh=Config.rpn_nms_thresh,
+                       min_size=RPN_MIN_SIZE, score_thresh=Config.rpn_score_thresh,
+                       backend=DEFAULT_BACKEND):
     """RPN proposals for a batch (torchvision's decode + ``filter_proposals``).
 
     Args:

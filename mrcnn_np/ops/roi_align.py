@@ -31,9 +31,11 @@ constants, as in the paper and in torchvision (whose roi_align has no gradient f
 The gradient of the box position would flow through the sample positions, which the
 detector does not train through (box regression has its own loss).
 """
+from typing import NamedTuple
+
 import numpy as np
 
-from ._backend import resolve_backend
+from ._backend import DEFAULT_BACKEND, resolve_backend
 
 
 # ------------------------------------------------------------------------------- helpers ---
@@ -179,8 +181,37 @@ def window(A):
 
 # ---------------------------------------------------------------------------------- op ---
 
+GEOMETRY_FIELDS = ("roi_batch_ind", "roi_start_h", "roi_start_w", "bin_size_h", "bin_size_w",
+                   "roi_bin_grid_h", "roi_bin_grid_w", "count")  # the CUDA kernels' order
+
+
+class SampleTables(NamedTuple):
+    """Every RoI's bilinear sample table (the reference's ``bilinear_axis``), in the order the
+    numba kernels take them. Computed here, once, so every backend rounds the same way."""
+    roi_batch_ind: np.ndarray   # [R] int64
+    roi_bin_grid_h: np.ndarray  # [R] int64, samples per bin along y
+    roi_bin_grid_w: np.ndarray  # [R] int64, along x
+    count: np.ndarray           # [R] T, samples per bin (at least 1)
+    y_low: np.ndarray           # [R, S_h, G_y] int64
+    y_high: np.ndarray          # [R, S_h, G_y] int64
+    wy_low: np.ndarray          # [R, S_h, G_y] T
+    wy_high: np.ndarray         # [R, S_h, G_y] T
+    x_low: np.ndarray           # [R, S_w, G_x] int64
+    x_high: np.ndarray          # [R, S_w, G_x] int64
+    wx_low: np.ndarray          # [R, S_w, G_x] T
+    wx_high: np.ndarray         # [R, S_w, G_x] T
+
+
+def sample_tables(prm, S_h, S_w, H, W):
+    """``roi_align_params``' output -> ``SampleTables`` for an ``H x W`` map."""
+    ys = bilinear_axis(prm["roi_start_h"], prm["bin_size_h"], prm["roi_bin_grid_h"], S_h, H)
+    xs = bilinear_axis(prm["roi_start_w"], prm["bin_size_w"], prm["roi_bin_grid_w"], S_w, W)
+    return SampleTables(prm["roi_batch_ind"], prm["roi_bin_grid_h"], prm["roi_bin_grid_w"],
+                        prm["count"], *ys, *xs)
+
+
 def roi_align_forward(input, rois, output_size, spatial_scale=1.0, sampling_ratio=-1,
-                      aligned=False, backend="numpy"):
+                      aligned=False, backend=DEFAULT_BACKEND):
     """RoIAlign forward.
 
     Inputs:
@@ -191,11 +222,12 @@ def roi_align_forward(input, rois, output_size, spatial_scale=1.0, sampling_rati
     - spatial_scale: feature pixels per image pixel (1/4 for P2, ..., 1/32).
     - sampling_ratio: samples per bin along each axis; <= 0 means adaptive.
     - aligned: shift boxes by -0.5 pixel (True) or use the legacy convention (False).
-    - backend: "numpy" (this file), "numba", "cuda" or "auto".
+    - backend: "numpy" (this file), "numba", "cuda" or "auto" (kernels in ``kernels/``; this
+      file computes the per-RoI geometry and sample tables and hands them in).
 
     Returns ``(out, cache)``; out: [R, C, S_h, S_w], input's dtype.
     """
-    backend = resolve_backend(backend)
+    backend = resolve_backend(backend, "roi_align")
     input = np.asarray(input)
     N, C, H, W = input.shape
     rois = convert_boxes_to_roi_format(rois, input.dtype)                 # [R, 5]
@@ -206,30 +238,28 @@ def roi_align_forward(input, rois, output_size, spatial_scale=1.0, sampling_rati
                  aligned=aligned, backend=backend)
     if R == 0 or C == 0:
         return np.zeros((R, C, S_h, S_w), input.dtype), cache
-    if backend == "numba":
-        from kernels.roi_align_numba import roi_align_forward_numba
-        return roi_align_forward_numba(input, rois, S_h, S_w, spatial_scale, sampling_ratio,
-                                       aligned), cache
+    prm = roi_align_params(rois, spatial_scale, S_h, S_w, sampling_ratio, aligned)
     if backend == "cuda":
         from kernels.roi_align_cuda import roi_align_forward_cuda
-        return roi_align_forward_cuda(input, rois, S_h, S_w, spatial_scale, sampling_ratio,
-                                      aligned), cache
+        return roi_align_forward_cuda(input, [prm[k] for k in GEOMETRY_FIELDS], S_h, S_w), cache
+    tables = sample_tables(prm, S_h, S_w, H, W)
+    if backend == "numba":
+        from kernels.roi_align_numba import roi_align_forward_numba
+        return roi_align_forward_numba(input, tables, S_h, S_w), cache
 
     # The NumPy reference: one RoI at a time, two small matrix products per RoI.
-    prm = roi_align_params(rois, spatial_scale, S_h, S_w, sampling_ratio, aligned)
-    ys = bilinear_axis(prm["roi_start_h"], prm["bin_size_h"], prm["roi_bin_grid_h"], S_h, H)
-    xs = bilinear_axis(prm["roi_start_w"], prm["bin_size_w"], prm["roi_bin_grid_w"], S_w, W)
+    t = tables
     out = np.zeros((R, C, S_h, S_w), input.dtype)                        # [R, C, S_h, S_w]
     for r in range(R):
-        b = prm["roi_batch_ind"][r]
-        Ay = axis_matrix(*(a[r] for a in ys), H)                          # [S_h, H]
-        Ax = axis_matrix(*(a[r] for a in xs), W)                          # [S_w, W]
+        b = t.roi_batch_ind[r]
+        Ay = axis_matrix(t.y_low[r], t.y_high[r], t.wy_low[r], t.wy_high[r], H)  # [S_h, H]
+        Ax = axis_matrix(t.x_low[r], t.x_high[r], t.wx_low[r], t.wx_high[r], W)  # [S_w, W]
         y0, y1 = window(Ay)                                               # rows the RoI reads
         x0, x1 = window(Ax)                                               # columns the RoI reads
         if y1 == y0 or x1 == x0:
             continue                                                      # every sample outside
         patch = input[b, :, y0:y1, x0:x1]                                 # [C, h, w]
-        out[r] = Ay[:, y0:y1] @ patch @ Ax[:, x0:x1].T / prm["count"][r]  # [C, S_h, S_w]
+        out[r] = Ay[:, y0:y1] @ patch @ Ax[:, x0:x1].T / t.count[r]       # [C, S_h, S_w]
     return out, cache
 
 
@@ -248,35 +278,32 @@ def roi_align_backward(dout, cache):
     dout = np.asarray(dout, dtype=rois.dtype)
     if len(rois) == 0 or C == 0:
         return np.zeros((N, C, H, W), rois.dtype)
-    args = (dout, rois, (N, C, H, W), cache["spatial_scale"], cache["sampling_ratio"],
-            cache["aligned"])
-    if cache["backend"] == "numba":
-        from kernels.roi_align_numba import roi_align_backward_numba
-        return roi_align_backward_numba(*args)
-    if cache["backend"] == "cuda":
-        from kernels.roi_align_cuda import roi_align_backward_cuda
-        return roi_align_backward_cuda(*args)
-
     prm = roi_align_params(rois, cache["spatial_scale"], S_h, S_w, cache["sampling_ratio"],
                            cache["aligned"])
-    ys = bilinear_axis(prm["roi_start_h"], prm["bin_size_h"], prm["roi_bin_grid_h"], S_h, H)
-    xs = bilinear_axis(prm["roi_start_w"], prm["bin_size_w"], prm["roi_bin_grid_w"], S_w, W)
+    if cache["backend"] == "cuda":
+        from kernels.roi_align_cuda import roi_align_backward_cuda
+        return roi_align_backward_cuda(dout, [prm[k] for k in GEOMETRY_FIELDS], (N, C, H, W))
+    t = sample_tables(prm, S_h, S_w, H, W)
+    if cache["backend"] == "numba":
+        from kernels.roi_align_numba import roi_align_backward_numba
+        return roi_align_backward_numba(dout, t, (N, C, H, W))
+
     dinput = np.zeros((N, C, H, W), rois.dtype)                           # [N, C, H, W]
     for r in range(len(rois)):
-        b = prm["roi_batch_ind"][r]
-        Ay = axis_matrix(*(a[r] for a in ys), H)                          # [S_h, H]
-        Ax = axis_matrix(*(a[r] for a in xs), W)                          # [S_w, W]
+        b = t.roi_batch_ind[r]
+        Ay = axis_matrix(t.y_low[r], t.y_high[r], t.wy_low[r], t.wy_high[r], H)  # [S_h, H]
+        Ax = axis_matrix(t.x_low[r], t.x_high[r], t.wx_low[r], t.wx_high[r], W)  # [S_w, W]
         y0, y1 = window(Ay)
         x0, x1 = window(Ax)
         if y1 == y0 or x1 == x0:
             continue
         # transpose of the forward: [h, S_h] @ [C, S_h, S_w] @ [S_w, w] -> [C, h, w]
-        dinput[b, :, y0:y1, x0:x1] += Ay[:, y0:y1].T @ dout[r] @ Ax[:, x0:x1] / prm["count"][r]
+        dinput[b, :, y0:y1, x0:x1] += Ay[:, y0:y1].T @ dout[r] @ Ax[:, x0:x1] / t.count[r]
     return dinput
 
 
 def roi_align(input, rois, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False,
-              backend="auto"):
+              backend=DEFAULT_BACKEND):
     """torchvision.ops.roi_align's signature; returns out [R, C, S_h, S_w] only."""
     return roi_align_forward(input, rois, output_size, spatial_scale, sampling_ratio, aligned,
                              backend)[0]

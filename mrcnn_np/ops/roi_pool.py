@@ -22,7 +22,7 @@ almost everywhere, and proposals are treated as constants anyway (as in torchvis
 """
 import numpy as np
 
-from ._backend import resolve_backend
+from ._backend import DEFAULT_BACKEND, resolve_backend
 from .roi_align import convert_boxes_to_roi_format, pair, round_half_away
 
 FLT_MAX = float(np.finfo(np.float32).max)  # torchvision's start value for the running max
@@ -58,7 +58,7 @@ def roi_pool_bins(rois, spatial_scale, pooled_height, pooled_width, H, W):
     return hstart, hend, wstart, wend
 
 
-def roi_pool_forward(input, rois, output_size, spatial_scale=1.0, backend="numpy"):
+def roi_pool_forward(input, rois, output_size, spatial_scale=1.0, backend=DEFAULT_BACKEND):
     """RoIPool forward.
 
     Inputs:
@@ -66,16 +66,14 @@ def roi_pool_forward(input, rois, output_size, spatial_scale=1.0, backend="numpy
     - rois: [R, 5] = (batch_index, x1, y1, x2, y2) in image coordinates, or a list of N
       arrays [K_i, 4] of boxes, one per image.
     - output_size: S or (S_h, S_w); spatial_scale: feature pixels per image pixel.
-    - backend: "numpy" (this file), "numba" or "auto" ("cuda" raises: no GPU RoIPool).
+    - backend: "numpy" (this file), "numba" or "auto". RoIPool is the baseline being
+      replaced, so it has no CUDA kernel: "cuda" raises ``BackendUnavailable``.
 
     Returns ``(out, cache)``; out: [R, C, S_h, S_w]. The cache holds ``argmax``
     [R, C, S_h, S_w] int64: the flat index ``h * W + w`` of each bin's max in its image's
     channel plane, or -1 for a bin that passes no gradient.
     """
-    backend = resolve_backend(backend)
-    if backend == "cuda":  # RoIPool is the baseline being replaced; only RoIAlign has a GPU kernel
-        raise NotImplementedError("roi_pool has no CUDA kernel; use backend='numba' or 'numpy' "
-                                  "(RoIAlign and NMS are the ops with numba.cuda kernels)")
+    backend = resolve_backend(backend, "roi_pool", kernels=("numba",))
     input = np.asarray(input)
     N, C, H, W = input.shape
     rois = convert_boxes_to_roi_format(rois, input.dtype)                 # [R, 5]
@@ -134,6 +132,6 @@ def roi_pool_backward(dout, cache):
     return dinput.reshape(N, C, H, W)
 
 
-def roi_pool(input, rois, output_size, spatial_scale=1.0, backend="auto"):
+def roi_pool(input, rois, output_size, spatial_scale=1.0, backend=DEFAULT_BACKEND):
     """torchvision.ops.roi_pool's signature; returns out [R, C, S_h, S_w] only."""
     return roi_pool_forward(input, rois, output_size, spatial_scale, backend)[0]

@@ -18,6 +18,7 @@ coordinates have zero gradient almost everywhere, and proposals are constants an
 """
 import numpy as np
 
+from ._backend import DEFAULT_BACKEND
 from .roi_align import (convert_boxes_to_roi_format, roi_align_backward, roi_align_forward,
                         round_half_away)
 
@@ -32,13 +33,14 @@ def quantize_rois(rois, spatial_scale):
 
 
 def roi_warp_forward(input, rois, output_size, spatial_scale=1.0, sampling_ratio=2,
-                     backend="numpy"):
+                     backend=DEFAULT_BACKEND):
     """RoIWarp forward.
 
     Inputs: input [N, C, H, W]; rois [R, 5] = (batch_index, x1, y1, x2, y2) in image
     coordinates (or a list of [K_i, 4] boxes per image); output_size S or (S_h, S_w);
     spatial_scale; sampling_ratio (samples per bin per axis, <= 0 adaptive; default 2, as the
-    FPN box head's RoIAlign); backend as for ``roi_align``.
+    FPN box head's RoIAlign); backend as for ``roi_align``, whose kernels run it (RoIWarp
+    has no kernel of its own: after the rounding it *is* RoIAlign).
     Returns ``(out, cache)``; out [R, C, S_h, S_w].
     """
     input = np.asarray(input)
@@ -52,6 +54,7 @@ def roi_warp_backward(dout, cache):
     return roi_align_backward(dout, cache)
 
 
-def roi_warp(input, rois, output_size, spatial_scale=1.0, sampling_ratio=2, backend="auto"):
+def roi_warp(input, rois, output_size, spatial_scale=1.0, sampling_ratio=2,
+             backend=DEFAULT_BACKEND):
     """Like ``roi_align``'s signature; returns out [R, C, S_h, S_w] only."""
     return roi_warp_forward(input, rois, output_size, spatial_scale, sampling_ratio, backend)[0]

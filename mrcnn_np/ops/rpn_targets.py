@@ -21,18 +21,18 @@ No gradient: labels, matches and targets are constants for the RPN loss.
 """
 import numpy as np
 
+from ..config import Config
+from ._backend import DEFAULT_BACKEND
 from .box_coder import RPN_WEIGHTS, BoxCoder
 from .boxes import box_iou
 from .matcher import BalancedPositiveNegativeSampler, Matcher
 
-RPN_FG_IOU_THRESH = 0.7           # Faster R-CNN paper, Sec. 3.1.2; torchvision rpn_fg_iou_thresh
-RPN_BG_IOU_THRESH = 0.3           # idem, rpn_bg_iou_thresh
-RPN_BATCH_SIZE_PER_IMAGE = 256    # Faster R-CNN paper, Sec. 3.1.3
-RPN_POSITIVE_FRACTION = 0.5       # idem ("up to 1:1")
+# The defaults are the Config's (config.py says where each number comes from), which are also
+# torchvision's: IoU 0.7 / 0.3, 256 anchors per image, at most half of them positive.
 
 
-def match_anchors(anchors, gt_boxes, fg_iou=RPN_FG_IOU_THRESH, bg_iou=RPN_BG_IOU_THRESH,
-                  backend="auto"):
+def match_anchors(anchors, gt_boxes, fg_iou=Config.rpn_fg_iou_thresh,
+                  bg_iou=Config.rpn_bg_iou_thresh, backend=DEFAULT_BACKEND):
     """Steps 1-3: labels before sampling, and the matcher's output.
 
     Args:
@@ -59,9 +59,11 @@ def match_anchors(anchors, gt_boxes, fg_iou=RPN_FG_IOU_THRESH, bg_iou=RPN_BG_IOU
     return labels, matched_idxs
 
 
-def build_rpn_targets(anchors, gt_boxes, rng, fg_iou=RPN_FG_IOU_THRESH, bg_iou=RPN_BG_IOU_THRESH,
-                      batch_size_per_image=RPN_BATCH_SIZE_PER_IMAGE,
-                      positive_fraction=RPN_POSITIVE_FRACTION, box_coder=None, backend="auto"):
+def build_rpn_targets(anchors, gt_boxes, rng, fg_iou=Config.rpn_fg_iou_thresh,
+                      bg_iou=Config.rpn_bg_iou_thresh,
+                      batch_size_per_image=Config.rpn_batch_size_per_image,
+                      positive_fraction=Config.rpn_positive_fraction, box_coder=None,
+                      backend=DEFAULT_BACKEND):
     """Labels and regression targets for every anchor of one image.
 
     Args:
