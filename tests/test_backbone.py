@@ -1,5 +1,8 @@
 """Backbone (ResNet body + FPN): names, shapes, values and gradients against torchvision, finite
 differences in float64, freezing, odd sizes and empty batches (chapter 02)."""
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import oracle
@@ -10,48 +13,19 @@ from hypothesis import strategies as st
 from mrcnn_np.backbone import (FEATURE_NAMES, FEATURE_STRIDES, TINY, ResNetFPN, multiply_adds,
                                resnet50_fpn, resnet_fpn_tiny)
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import tv_agreement  # noqa: E402 (tools/ is not a package)
+
 # -- torch oracles -------------------------------------------------------------------------------
 
 
 def torch_backbone(block_counts=(3, 4, 6, 3), width=64, fpn_channels=256, norm="frozen",
                    trainable_layers=3):
-    """torchvision's own classes (ResNet's _make_layer and Bottleneck, BackboneWithFPN via
-    _resnet_fpn_extractor, FeaturePyramidNetwork + LastLevelMaxPool), at any width.
-
-    torchvision's ResNet hard-codes width 64, so for another width we build the stem ourselves and
-    let torchvision's ``_make_layer`` build the stages; freezing is torchvision's own code."""
-    torch, tv = oracle()
-    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
-    from torchvision.models.resnet import Bottleneck, ResNet
-    from torchvision.ops import FrozenBatchNorm2d
-    from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
-    norm_layer = {"frozen": FrozenBatchNorm2d, "batch": torch.nn.BatchNorm2d,
-                  "none": lambda channels: torch.nn.Identity()}[norm]
-    if (tuple(block_counts), width, fpn_channels) == ((3, 4, 6, 3), 64, 256):  # ResNet-50 itself
-        from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
-        return resnet_fpn_backbone(backbone_name="resnet50", weights=None, norm_layer=norm_layer,
-                                   trainable_layers=trainable_layers)
-
-    class SmallResNet(ResNet):
-        def __init__(self):
-            torch.nn.Module.__init__(self)
-            self._norm_layer, self.inplanes, self.dilation = norm_layer, width, 1
-            self.groups, self.base_width = 1, 64
-            self.conv1 = torch.nn.Conv2d(3, width, 7, 2, 3, bias=False)
-            self.bn1 = norm_layer(width)
-            self.relu = torch.nn.ReLU(inplace=True)
-            self.maxpool = torch.nn.MaxPool2d(3, 2, 1)
-            for s in range(4):
-                setattr(self, f"layer{s + 1}", self._make_layer(
-                    Bottleneck, width * 2 ** s, block_counts[s], stride=1 if s == 0 else 2))
-
-    net = SmallResNet()
-    bb = _resnet_fpn_extractor(net, trainable_layers)
-    if fpn_channels != 256:
-        bb.fpn = FeaturePyramidNetwork([width * 4 * 2 ** s for s in range(4)], fpn_channels,
-                                       extra_blocks=LastLevelMaxPool())
-        bb.out_channels = fpn_channels
-    return bb
+    """torchvision's own classes at any width: ``tools/tv_agreement.torchvision_resnet_fpn``
+    (written once there; benchmarks/bench_tiny.py builds its twin with it too)."""
+    oracle()
+    return tv_agreement.torchvision_resnet_fpn(block_counts, width, fpn_channels, norm,
+                                               trainable_layers)
 
 
 def randomise_(bb, seed=0):
