@@ -6,14 +6,17 @@ masks). fastrcnn_loss and maskrcnn_loss are plain functions in torchvision and a
 directly.
 """
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import oracle
-from mrcnn_np.roi_heads import (fastrcnn_loss_backward, fastrcnn_loss_forward,
+from mrcnn_np.nn.gradcheck import numerical_grad, rel_error
+from mrcnn_np.roi_heads import (FastRCNNPredictor, MaskRCNNPredictor, TwoMLPHead,
+                                fastrcnn_loss_backward, fastrcnn_loss_forward,
                                 maskrcnn_loss_backward, maskrcnn_loss_forward,
                                 project_masks_on_boxes)
-from mrcnn_np.rpn import (flatten_predictions, rpn_loss_backward, rpn_loss_forward,
+from mrcnn_np.rpn import (RPNHead, flatten_predictions, rpn_loss_backward, rpn_loss_forward,
                           unflatten_predictions)
 
 
@@ -136,3 +139,86 @@ def test_rpn_loss_matches_torchvision_with_the_same_sampled_anchors(seed, N):
     np.testing.assert_allclose(lb, tlb.item(), rtol=1e-12, atol=1e-15)
     for ours, theirs in zip(dobjectness + ddeltas, tobj + tdel):
         np.testing.assert_allclose(ours, theirs.grad.numpy(), rtol=1e-10, atol=1e-14)
+
+
+# -- the heads' own backward, by finite differences (float64) --------------------------------
+HEAD_TOL = 1e-6  # rel_error of analytic vs central differences (mrcnn_np.nn.gradcheck)
+
+
+def _check_module_gradients(module, inputs, run):
+    """``run(module, inputs) -> (outputs, backward)`` where ``backward(douts) -> dinputs``.
+    Checks the input gradients and every parameter's against central differences of
+    ``sum(dout * out)`` with random ``dout``; returns the names checked."""
+    rng = np.random.default_rng(7)
+    for _, p, _ in module.named_parameters():
+        if p.ndim == 1:  # zero-initialised biases: a dead row would sit exactly on a ReLU kink
+            p[...] = rng.uniform(-0.1, 0.1, p.shape)
+    outputs, _ = run(module, inputs)
+    douts = [rng.standard_normal(o.shape) for o in outputs]
+
+    def loss():
+        return sum(np.sum(d * o) for d, o in zip(douts, run(module, inputs)[0]))
+
+    module.zero_grad()
+    _, backward = run(module, inputs)
+    dinputs = backward(douts)
+    checked = []
+    for k, (x, dx) in enumerate(zip(inputs, dinputs)):
+        assert rel_error(dx, numerical_grad(lambda _: loss(), x, 1.0)) < HEAD_TOL, f"input {k}"
+        checked.append(f"input {k}")
+    for name, p, g in module.named_parameters():
+        assert np.abs(g).max() > 0, name
+        assert rel_error(g, numerical_grad(lambda _: loss(), p, 1.0)) < HEAD_TOL, name
+        checked.append(name)
+    return checked
+
+
+@pytest.mark.parametrize("objectness", ["sigmoid", "softmax"])
+def test_rpn_head_gradient(objectness):
+    rng = np.random.default_rng(0)
+    head = RPNHead(3, 2, objectness, rng).astype(np.float64)
+    feats = [rng.standard_normal((2, 3, 4, 5)), rng.standard_normal((2, 3, 2, 3))]  # 2 levels
+
+    def run(m, xs):
+        obj, deltas, cache = m.forward(xs)  # [N, A*c, H_l, W_l], [N, 4A, H_l, W_l] per level
+        L = len(xs)
+        return obj + deltas, lambda d: m.backward(d[:L], d[L:], cache)
+
+    checked = _check_module_gradients(head, feats, run)
+    assert len(checked) == 2 + 6  # two levels; conv, cls_logits, bbox_pred weights and biases
+
+
+def test_two_mlp_head_gradient():
+    rng = np.random.default_rng(1)
+    head = TwoMLPHead(3 * 2 * 2, 5, rng).astype(np.float64)
+    x = rng.standard_normal((4, 3, 2, 2))  # [R, C, S, S]
+
+    def run(m, xs):
+        h, cache = m.forward(xs[0])  # [R, rep]
+        return [h], lambda d: [m.backward(d[0], cache)]
+
+    assert len(_check_module_gradients(head, [x], run)) == 1 + 4
+
+
+def test_fast_rcnn_predictor_gradient():
+    rng = np.random.default_rng(2)
+    pred = FastRCNNPredictor(5, 3, rng).astype(np.float64)
+    x = rng.standard_normal((4, 5))  # [R, rep]
+
+    def run(m, xs):
+        logits, deltas, cache = m.forward(xs[0])  # [R, K], [R, 4K]
+        return [logits, deltas], lambda d: [m.backward(d[0], d[1], cache)]
+
+    assert len(_check_module_gradients(pred, [x], run)) == 1 + 4
+
+
+def test_mask_rcnn_predictor_gradient():
+    rng = np.random.default_rng(3)
+    pred = MaskRCNNPredictor(3, 4, 3, rng).astype(np.float64)
+    x = rng.standard_normal((2, 3, 4, 4))  # [R, C, S, S]
+
+    def run(m, xs):
+        logits, cache = m.forward(xs[0])  # [R, K, 2S, 2S]
+        return [logits], lambda d: [m.backward(d[0], cache)]
+
+    assert len(_check_module_gradients(pred, [x], run)) == 1 + 4
