@@ -167,6 +167,11 @@ def bench_gpu(args):
         return
     from kernels.nms_cuda import nms_cuda
     from kernels.roi_align_cuda import roi_align_backward_device, roi_align_forward_device
+    from mrcnn_np.ops.roi_align import GEOMETRY_FIELDS, roi_align_params
+
+    def geometry(rois):  # the per-RoI geometry the reference hands the kernels (timed with them)
+        prm = roi_align_params(rois, 0.25, 7, 7, 2, False)
+        return [prm[k] for k in GEOMETRY_FIELDS]
 
     rng = np.random.default_rng(0)
     reps = 3 if args.quick else max(args.repeats, 20)
@@ -180,14 +185,14 @@ def bench_gpu(args):
         rois = proposals(rng, R)
         d_x = cuda.to_device(x)
         xt, rt = torch.from_numpy(x).cuda(), torch.from_numpy(rois).cuda()
-        t_ours, t_tv = paired(lambda: roi_align_forward_device(d_x, rois, 7, 7, 0.25, 2, False),
+        t_ours, t_tv = paired(lambda: roi_align_forward_device(d_x, geometry(rois), 7, 7),
                               lambda: torchvision.ops.roi_align(xt, rt, 7, 0.25, 2, False),
                               reps, sync_both)
         row(f"roi_align fwd cuda, {R} RoIs", t_ours, t_tv, 1 / 1.5)
         dout = rng.standard_normal((R, 256, 7, 7)).astype(np.float32)
         d_dout, dt = cuda.to_device(dout), torch.from_numpy(dout).cuda()
-        t_ours, t_tv = paired(lambda: roi_align_backward_device(d_dout, rois, (1, 256, 200, 272),
-                                                                0.25, 2, False),
+        t_ours, t_tv = paired(lambda: roi_align_backward_device(d_dout, geometry(rois),
+                                                                (1, 256, 200, 272)),
                               lambda: torch.ops.torchvision._roi_align_backward(
                                   dt, rt, 0.25, 7, 7, 1, 256, 200, 272, 2, False),
                               reps, sync_both)
