@@ -231,20 +231,20 @@ def child_ours(a):
         out["kernels"] = kernels.__file__
     except ImportError:
         pass
-    step = 0
+    fired = set()
     for i in range(a.warmup + a.steps):
         tl.take()
         t0 = time.perf_counter()
         losses = model.forward_backward(images, targets, np.random.default_rng(1000 * a.round + i))
         dt = time.perf_counter() - t0
         ev = tl.take()
+        fired |= {n for n, _, _ in ev}
         if i >= a.warmup:
             if os.environ.get("BENCH_TINY_EVENTS"):  # a debugging aid: one step's timeline
                 Path(os.environ["BENCH_TINY_EVENTS"]).write_text(json.dumps(
                     [(n, (s0 - t0) * 1e3, (s1 - t0) * 1e3) for n, s0, s1 in ev] + [("step", 0, dt * 1e3)]))
             out["train"].append(train_stages(ev, dt))
             out["losses"].append({k: float(losses[k]) for k in LOSS_NAMES})
-        step += 1
     for i in range(a.warmup + a.steps):
         tl.take()
         t0 = time.perf_counter()
@@ -252,11 +252,13 @@ def child_ours(a):
         tl_end[0] = time.perf_counter()
         dt = tl_end[0] - t0
         ev = tl.take()
+        fired |= {n for n, _, _ in ev}
         if i >= a.warmup:
             out["infer"].append(infer_stages(ev, dt))
         if i == 0 and a.dets:
             _save_dets(a.dets, [{k: d[k] for k in ("boxes", "labels", "scores", "masks")}
                                 for d in dets])
+    out["never_called"] = sorted(set(wrapped) - fired)
     print(json.dumps(out))
 
 
@@ -474,7 +476,8 @@ def agreement(work, dets_ours, dets_tv, label):
         lines.append(f"  image {i}: {label} {m['n_ours']} detections, torchvision {m['n_theirs']}, "
                      f"matched {m['matched']} ({m['matched_fraction']:.0%}, same label, IoU >= 0.9); "
                      f"max box diff {m['max_box_diff']:.2e} px, max score diff "
-                     f"{m['max_score_diff']:.2e}, mean mask diff {m['mean_mask_diff']:.2e}")
+                     f"{m['max_score_diff']:.2e}, mean mask diff {m['mean_mask_diff']:.2e}"
+                     + (f", max mask diff {m['max_mask_diff']:.2e}" if "max_mask_diff" in m else ""))
     return lines
 
 
@@ -600,6 +603,10 @@ def main():
     if missing:
         print(f"Not wrappable in ours (their time falls into the neighbouring row): {missing}")
     print(f"Wrapped in ours: {', '.join(runs['ours'][0]['wrapped'])}")
+    for lab, rs in sides[1:]:
+        if rs[0]["never_called"]:
+            print(f"Wrapped but never called in {lab} (the model no longer goes through them; "
+                  f"their rows fall back to total minus the rest): {rs[0]['never_called']}")
 
 
 if __name__ == "__main__":
