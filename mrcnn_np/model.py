@@ -230,23 +230,23 @@ class MaskRCNN(Module):
     def backward_train(self, cache):
         """dL/dθ for every trainable parameter, accumulated into ``.grads``; L is the sum of
         the five losses, so each loss starts its backward with gradient 1."""
-        f, box, mask = cache.features, cache.box, cache.mask
+        f, box, mask = cache.features, cache.box, cache.mask  # Features, BranchCache x 2
         heads = self.roi_heads
-        one = f.deltas.dtype.type(1.0)
+        one = f.deltas.dtype.type(1.0)  # dL/dL_k = 1 for each of the five losses: a scalar
         dmaps = [np.zeros_like(p) for p in f.maps]  # P2..P6, each [N, C, H_l, W_l]
 
         # mask branch: L_mask -> logits -> predictor -> FCN -> RoIAlign -> P2..P5
         dmask_logits = maskrcnn_loss_backward(one, mask.loss)  # [Rp, K, 28, 28]
         dm = heads.mask_predictor.backward(dmask_logits, mask.predictor)  # [Rp, C_m, 14, 14]
         dmask_feats = heads.mask_head.backward(dm, mask.head)  # [Rp, C, 14, 14]
-        for level, d in enumerate(multi_scale_roi_align_backward(dmask_feats, mask.pool)):
+        for level, d in enumerate(multi_scale_roi_align_backward(dmask_feats, mask.pool)):  # P2..P5
             dmaps[level] += d  # [N, C, H_l, W_l], l = P2..P5
 
         # box branch: L_cls + L_box -> logits, deltas -> predictor -> MLP -> RoIAlign -> P2..P5
         dlogits, dbox_reg = fastrcnn_loss_backward(one, one, box.loss)  # [R, K], [R, 4K]
         dh = heads.box_predictor.backward(dlogits, dbox_reg, box.predictor)  # [R, rep]
         dbox_feats = heads.box_head.backward(dh, box.head)  # [R, C, 7, 7]
-        for level, d in enumerate(multi_scale_roi_align_backward(dbox_feats, box.pool)):
+        for level, d in enumerate(multi_scale_roi_align_backward(dbox_feats, box.pool)):  # P2..P5
             dmaps[level] += d  # [N, C, H_l, W_l], l = P2..P5
 
         # RPN: L_rpn_cls + L_rpn_box -> flattened outputs -> per-level maps -> head -> P2..P6
@@ -255,7 +255,7 @@ class MaskRCNN(Module):
         dobjectness, dlevel_deltas = unflatten_predictions(
             dobj, ddeltas, f.head_shapes)  # per level [N, A_l*c, H_l, W_l], [N, 4A_l, H_l, W_l]
         for level, d in enumerate(self.rpn.head.backward(dobjectness, dlevel_deltas,
-                                                         f.head_cache)):
+                                                         f.head_cache)):  # P2..P6
             dmaps[level] += d  # [N, C, H_l, W_l], l = P2..P6
 
         # backbone: FPN then ResNet (the gradient stops at the first frozen stage)
