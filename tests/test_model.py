@@ -264,3 +264,19 @@ def test_matterport_preset_builds_with_261888_anchors():
     anchors = model.anchor_generator((1024, 1024), feature_sizes)
     assert anchors.shape == (261_888, 4)
     assert model.rpn.head.cls_logits.params["weight"].shape[0] == 2 * 3  # 2-way softmax per anchor
+
+
+def test_no_cache_drops_the_layer_caches_inside_and_restores_them():
+    model = _tiny_model()
+    conv = model.rpn.head.cls_logits
+    x = np.zeros((1, conv.params["weight"].shape[1], 4, 4), np.float32)
+    with model.no_cache():
+        assert conv.forward(x)[1] is None  # predict() runs inside this: no im2col kept
+    assert conv.forward(x)[1] is not None
+    with pytest.raises(KeyError):
+        with model.no_cache():
+            raise KeyError("an error inside")
+    assert all(m.keep_cache for _, m in model.named_modules())
+    img, tgt = _scene(np.random.default_rng(0))
+    model.predict([img])
+    assert np.isfinite(model.forward_backward([img], [tgt], np.random.default_rng(0))["loss"])
