@@ -27,6 +27,7 @@ levels that pooled no RoI get zeros. The RoIs, and the level choice, get no grad
 """
 import numpy as np
 
+from ._backend import DEFAULT_BACKEND
 from .roi_align import convert_boxes_to_roi_format, pair, roi_align_backward, roi_align_forward
 
 CANONICAL_SCALE = 224  # FPN paper, Eqn. 1: an ImageNet pre-training size...
@@ -95,7 +96,7 @@ def setup_scales(feature_shapes, image_sizes, canonical_scale=CANONICAL_SCALE,
 
 def multi_scale_roi_align_forward(features, rois, image_sizes, output_size=7, sampling_ratio=2,
                                   aligned=False, canonical_scale=CANONICAL_SCALE,
-                                  canonical_level=CANONICAL_LEVEL, backend="auto"):
+                                  canonical_level=CANONICAL_LEVEL, backend=DEFAULT_BACKEND):
     """Pool each RoI from its FPN level.
 
     Inputs:
@@ -104,6 +105,7 @@ def multi_scale_roi_align_forward(features, rois, image_sizes, output_size=7, sa
     - image_sizes: list of (h, w) per image, or the padded batch's (h, w).
     - output_size, sampling_ratio, aligned: passed to RoIAlign (torchvision's box head uses
       7, 2, False; its mask head 14, 2, False).
+    - backend: RoIAlign's (see ``mrcnn_np/ops/_backend.py``).
     Returns ``(out, cache)``; out [R, C, S_h, S_w], RoIs in their input order.
     """
     features = [np.asarray(f) for f in features]
@@ -136,7 +138,7 @@ def multi_scale_roi_align_backward(dout, cache):
 
 def multi_scale_roi_align(features, rois, image_sizes, output_size=7, sampling_ratio=2,
                           aligned=False, canonical_scale=CANONICAL_SCALE,
-                          canonical_level=CANONICAL_LEVEL, backend="auto"):
+                          canonical_level=CANONICAL_LEVEL, backend=DEFAULT_BACKEND):
     """Returns out [R, C, S_h, S_w] only (see ``multi_scale_roi_align_forward``)."""
     return multi_scale_roi_align_forward(features, rois, image_sizes, output_size,
                                          sampling_ratio, aligned, canonical_scale,
