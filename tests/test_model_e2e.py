@@ -6,16 +6,24 @@ compare the transform, the FPN features, the RPN proposals and the final detecti
 
 CI runs this at min_size 320 (the 800-px check is in benchmarks/bench_model.py, which
 prints the same figures at full size). num_classes=5 so that random weights give class
-probabilities near 1/5, above the 0.05 score threshold: the detections are many and varied,
-which is what a comparison needs (with 91 classes nearly every score would be ~1/91 < 0.05).
+probabilities near 1/5 (0.19..0.24 measured): the detections are many and varied, which is
+what a comparison needs (with 91 classes nearly every score would be ~1/91 < 0.05). The
+score threshold is 0.22, not torchvision's 0.05: at 0.05 both models return exactly
+box_detections_per_img = 100 detections, so equal counts would prove nothing; at 0.22 each
+image keeps ~40 of its ~2,000 candidates, and the count is decided by the scores, the
+per-class NMS and the threshold, in both libraries.
 
 Tolerances (float32 in both libraries):
 - transform: max |difference| 1e-4; image sizes equal.
 - features P2..P6: max |difference| / max |value| below 1e-4 (float32 round-off through 50+
   layers in a different summation order).
 - proposals: at least 98% of proposals agree within 0.01 px, position by position.
-- detections: at least 98% matched by label and box (IoU >= 0.9), matched boxes within
-  0.01 px, scores within 1e-4, mean absolute mask difference below 1e-3.
+- detections, both ways: the same number of detections in both libraries (exactly; scores
+  differ by ~6e-8, so none lands across the threshold), and at least 98% of torchvision's
+  matched to ours and of ours to torchvision's, by label and box (IoU >= 0.9); matched boxes
+  within 0.01 px, scores within 1e-4; pasted masks (probabilities in 0..1): the worst pixel
+  of any matched pair within 1e-4 (4e-6 measured), the mean absolute difference below 1e-6
+  (1.4e-8 measured); 42 and 39 detections.
 """
 import sys
 from pathlib import Path
@@ -32,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 def agreement():
     oracle()
     import tv_agreement
-    tv = tv_agreement.build_torchvision_maskrcnn(num_classes=5, min_size=320, max_size=512, seed=0)
+    tv = tv_agreement.build_torchvision_maskrcnn(num_classes=5, min_size=320, max_size=512, seed=0,
+                                                 box_score_thresh=0.22)
     ours = tv_agreement.ours_from_torchvision(tv)
     rng = np.random.default_rng(0)
     # Smooth random images (a blurred noise field), so features are not white noise.
@@ -63,7 +72,11 @@ def test_proposals_agree(agreement):
 def test_detections_agree(agreement):
     for d in agreement["detections"]:
         assert d["n_theirs"] > 10, "the comparison needs detections to compare"
-        assert d["matched_fraction"] >= 0.98, d
+        assert d["n_theirs"] < 100, "below box_detections_per_img, or equal counts prove nothing"
+        assert d["n_ours"] == d["n_theirs"], d
+        assert d["matched_fraction"] >= 0.98, d                     # theirs found in ours
+        assert d["matched"] >= 0.98 * d["n_ours"], d                # ours found in theirs
         assert d["max_box_diff"] < 0.01, d
         assert d["max_score_diff"] < 1e-4, d
-        assert d["mean_mask_diff"] < 1e-3, d
+        assert d["max_mask_diff"] < 1e-4, d
+        assert d["mean_mask_diff"] < 1e-6, d
