@@ -13,8 +13,6 @@
 and prints where everything is. Every setting is a keyword of :func:`run_demo`; the defaults
 are in ``DEMO`` below.
 """
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -37,7 +35,8 @@ def run_demo(out="runs/demo", iters=None, progress=True, log=print, **settings):
     from .data.shapes import make_shapes_dataset
     from .eval.coco_eval import format_table
     from .figures import roi_pool_vs_roi_align_figure
-    from .train import atomic_save_png, atomic_write_bytes, atomic_write_json, load_split, train
+    from .checkpoint import atomic_path, atomic_save_png, atomic_write_bytes, atomic_write_json
+    from .train import load_split, train
     from .viz import save_gallery
 
     unknown = set(settings) - set(DEMO)
@@ -87,16 +86,9 @@ def run_demo(out="runs/demo", iters=None, progress=True, log=print, **settings):
     for i in range(min(s["gallery_images"], len(val))):
         image = val.get(i)["image"]  # [3, H, W]
         items.append((image, model.predict([image])[0]))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=out)
-    os.close(fd)
-    try:  # save_gallery writes the temporary file; the rename makes gallery.png appear whole
-        os.chmod(tmp, 0o644)
+    with atomic_path(out / "gallery.png") as tmp:  # gallery.png appears whole, or not at all
         save_gallery(items, tmp, cols=4, class_names=summary["class_names"],
                      score_threshold=s["gallery_score_threshold"])
-        os.replace(tmp, out / "gallery.png")
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     fig = roi_pool_vs_roi_align_figure()
     atomic_save_png(out / "roipool_vs_roialign.png", fig)
 
