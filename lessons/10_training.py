@@ -47,7 +47,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import mrcnn_np.train
-from mrcnn_np.checkpoint import load_npz, save_npz_atomic
+from mrcnn_np.checkpoint import atomic_path, load_npz, save_npz_atomic
 from mrcnn_np.config import tiny
 from mrcnn_np.data.shapes import make_shapes_dataset
 from mrcnn_np.model import LOSS_NAMES, MaskRCNN
@@ -319,6 +319,7 @@ assert len(neither) < 12 and len(warmup_only) == 12 and len(clip_only) == 12 and
 # disk is always either the old good checkpoint or the new good one, never half of each.
 
 # %%
+print(inspect.getsource(atomic_path))
 print(inspect.getsource(save_npz_atomic))
 
 # %% [markdown]

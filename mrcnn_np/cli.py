@@ -4,8 +4,10 @@
     python -m mrcnn_np train    --config tiny --data data/shapes --out runs/r1 [--iters N ...]
     python -m mrcnn_np train    --out runs/r1 --data data/shapes --resume
     python -m mrcnn_np predict  --weights runs/r1/weights.npz --images a.png b.jpg --out preds/
+                                [--annotations instances.json | --data data/shapes --split val]
     python -m mrcnn_np evaluate --weights runs/r1/weights.npz --data data/shapes [--split val]
-    python -m mrcnn_np convert  maskrcnn.pth weights.npz
+    python -m mrcnn_np evaluate --predictions results.json --annotations instances.json
+    python -m mrcnn_np convert  maskrcnn.pth weights.npz [--config torchvision_r50_fpn]
     python -m mrcnn_np demo     --out runs/demo
 
 Errors
@@ -23,10 +25,8 @@ traceback for user errors too. Warnings (e.g. "skipped 3 bad annotations") print
 """
 import argparse
 import json
-import pickle
 import sys
 import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -45,23 +45,21 @@ class UserError(Exception):
 def _read_weights(path):
     """name -> array from our ``.npz`` (weights or a training checkpoint) or a torchvision
     ``.pth``. Raises UserError for a missing or unreadable file."""
+    from .checkpoint import BadNpzFile, load_npz
     from .train import extract_weights
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: weights file not found")
-    try:
-        if path.suffix in (".pth", ".pt"):
-            from .convert import torchvision_to_numpy
+    if path.suffix in (".pth", ".pt"):
+        from .convert import NotAStateDict, torchvision_to_numpy
+        try:
             return torchvision_to_numpy(path)
-        if not zipfile.is_zipfile(path):
-            raise UserError(f"{path}: not an .npz file (weights are our .npz, or a torchvision "
-                            f".pth)")
-        with np.load(path, allow_pickle=False) as z:
-            return extract_weights({k: z[k] for k in z.files})
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, RuntimeError, KeyError,
-            pickle.UnpicklingError) as e:
-        raise UserError(f"{path}: not a readable weights file ({type(e).__name__}: "
-                        f"{_one_line(e, 200)})") from None
+        except NotAStateDict as e:
+            raise UserError(str(e)) from None
+    try:
+        return extract_weights(load_npz(path))
+    except BadNpzFile as e:
+        raise UserError(f"{e} (weights are our .npz, or a torchvision .pth)") from None
 
 
 def _config_for(weights_path, config_name, weights):
@@ -149,7 +147,8 @@ def cmd_train(args):
 
 
 def _image_paths(items):
-    """Files named on the command line; a folder stands for the images in it (sorted)."""
+    """Files named on the command line; a folder stands for the images in it (sorted). A file
+    named twice is predicted once."""
     paths = []
     for item in items:
         p = Path(item)
@@ -162,72 +161,213 @@ def _image_paths(items):
             paths.append(p)
         else:
             raise UserError(f"{p}: image file not found")
-    return paths
+    seen, unique = set(), []
+    for p in paths:
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            unique.append(p)
+    return unique
+
+
+def picture_names(paths):
+    """``<stem>_pred.png`` for each image; images whose stems collide (``a/img.png`` and
+    ``b/img.png``, or ``img.png`` and ``img.jpg``) are named by their path below the folder
+    the inputs share instead: ``a_img_pred.png``, ``b_img_pred.png``, ``img_jpg_pred.png``."""
+    import os
+    stems = [p.stem for p in paths]
+    clash = {s for s in stems if stems.count(s) > 1}
+    absolute = [p.resolve() for p in paths]
+    common = Path(os.path.commonpath([str(p.parent) for p in absolute]))
+    names = []
+    for p, a in zip(paths, absolute):
+        if p.stem not in clash:
+            names.append(f"{p.stem}_pred.png")
+            continue
+        rel = a.relative_to(common)
+        parts = list(rel.parent.parts) + [rel.stem]
+        if sum(q.stem == p.stem and q.parent == a.parent for q in absolute) > 1:
+            parts.append(rel.suffix.lstrip("."))  # the same folder: the suffix tells them apart
+        names.append("_".join(parts) + "_pred.png")
+    return names
+
+
+def _image_ids(paths, ann_file):
+    """{path: (COCO image id, height, width)} from ``ann_file``, each image matched by its
+    ``file_name`` (the entry whose file_name the path ends with). Raises UserError for an
+    image the file does not list, or lists twice."""
+    from .data.coco import read_coco_json
+    by_name = {}
+    for img in read_coco_json(ann_file)["images"]:
+        by_name.setdefault(Path(str(img["file_name"])).name, []).append(img)
+    out = {}
+    for p in paths:
+        found = [img for img in by_name.get(p.name, [])
+                 if p.resolve().as_posix().endswith("/" + Path(str(img["file_name"])).as_posix())]
+        if len(found) != 1:
+            why = "no 'images' entry has this file_name" if not found else \
+                f"{len(found)} 'images' entries match it"
+            raise UserError(f"{p}: not matched in {ann_file} ({why})")
+        out[p] = (int(found[0]["id"]), int(found[0]["height"]), int(found[0]["width"]))
+    return out
 
 
 def cmd_predict(args):
-    from .data.coco import load_image
-    from .eval.coco_eval import encode_mask
-    from .train import atomic_save_png, atomic_write_json
-    from .viz import draw_instances
+    from .checkpoint import atomic_save_png, atomic_write_json, check_writable
+    from .data.coco import check_image, load_image
+    from .eval.coco_eval import detection_to_coco_results
+    from .viz import blend_masks, draw_instances, one_per_object, to_uint8_hwc
     model, class_names, label_to_cat_id = load_model(args.weights, args.config)
     paths = _image_paths(args.images)
-    images = [load_image(p) for p in paths]  # each [3, H, W]; read all first: fail before writing
+    ann_file = args.annotations
+    if ann_file is None and args.data is not None:
+        from .train import find_split
+        _, ann_file = find_split(args.data, args.split)
+    ids = _image_ids(paths, ann_file) if ann_file is not None else \
+        {p: (n, None, None) for n, p in enumerate(paths, start=1)}
+    source = "position" if ann_file is None else str(ann_file)
+    # every image checked before anything is written (header, integrity, size vs the JSON)
+    bad = [(p, why) for p in paths if (why := check_image(p, *ids[p][1:])) is not None]
+    if bad:
+        raise UserError("; ".join(f"{p}: {why}" for p, why in bad))
     out = Path(args.out)
+    check_writable(out)
     results = []
-    for image_id, (path, image) in enumerate(zip(paths, images), start=1):
-        pred = model.predict([image])[0]
+    for path, picture in zip(paths, picture_names(paths)):
+        image = load_image(path)  # [3, H, W], one image in memory at a time
+        pred = model.predict([image], paste_masks=False)[0]  # masks [D, 1, M, M], not pasted
         keep = pred["scores"] >= args.score_threshold  # [D]
         pred = {k: v[keep] for k, v in pred.items()}
-        masks = pred["masks"].reshape(len(pred["scores"]), *image.shape[1:]) > 0.5  # [D, H, W]
-        for d in range(len(pred["scores"])):
-            x1, y1, x2, y2 = (float(v) for v in pred["boxes"][d])
-            label = int(pred["labels"][d])
-            name = class_names[label] if label < len(class_names) else str(label)
-            # COCO's results format (image_id, category_id, score, bbox = x, y, w, h, RLE
-            # segmentation), plus the file and class names for a reader
-            results.append(dict(image_id=image_id, category_id=label_to_cat_id.get(label, label),
-                                score=float(pred["scores"][d]), bbox=[x1, y1, x2 - x1, y2 - y1],
-                                segmentation=encode_mask(masks[d]), file_name=str(path),
-                                category_name=name))
-        drawn = draw_instances(image, pred["boxes"], pred["labels"], pred["scores"], pred["masks"],
-                               class_names, score_threshold=args.score_threshold)  # [H, W, 3]
-        atomic_save_png(out / f"{path.stem}_pred.png", drawn)
-        print(f"{path}: {len(pred['scores'])} objects -> {out / (path.stem + '_pred.png')}")
+        canvas = to_uint8_hwc(image).astype(np.float64)  # [H, W, 3]
+        shown = np.zeros(len(pred["scores"]), bool)  # [D] what the picture shows: one per object
+        shown[one_per_object(pred["boxes"], pred["scores"])] = True
+
+        def blend(start, binary):  # binary [c, H, W]: detections start .. start + c - 1
+            part = shown[start:start + len(binary)]
+            blend_masks(canvas, binary[part], pred["labels"][start:start + len(binary)][part])
+
+        # masks pasted a chunk at a time: encoded for the JSON and blended into the picture
+        mine = detection_to_coco_results(pred, ids[path][0], image.shape[1:], label_to_cat_id,
+                                         on_masks=blend)
+        for r, label in zip(mine, pred["labels"]):
+            # COCO's results format, plus the file and class names and the ids' source
+            r.update(file_name=str(path), image_id_source=source, category_name=(
+                class_names[label] if label < len(class_names) else str(int(label))))
+        results += mine
+        blended = np.round(canvas).astype(np.uint8)  # [H, W, 3]
+        del canvas, image  # (a 4000 x 3000 image: 288 MB and 144 MB)
+        drawn = draw_instances(blended, pred["boxes"][shown], pred["labels"][shown],
+                               pred["scores"][shown], None, class_names,
+                               score_threshold=args.score_threshold,
+                               one_label_per_object=False)  # [H, W, 3] (chosen above)
+        atomic_save_png(out / picture, drawn)
+        print(f"{path}: {len(pred['scores'])} objects -> {out / picture}")
     atomic_write_json(out / "predictions.json", results)
-    print(f"COCO results: {out / 'predictions.json'}")
+    print(f"COCO results: {out / 'predictions.json'}"
+          + ("" if ann_file else " (image ids are positions 1..N; pass --annotations for COCO's)"))
     return 0
 
 
+def _evaluate_outputs(args, default):
+    """The JSON path of the AP table (``--out``, else ``default``), checked writable first."""
+    from .checkpoint import check_writable
+    out = Path(args.out) if args.out else default
+    check_writable(out.parent, out)
+    return out
+
+
 def cmd_evaluate(args):
+    from .checkpoint import atomic_write_json
     from .eval.coco_eval import format_table
-    from .train import atomic_write_json, evaluate_model, load_split
-    ds = load_split(args.data, args.split)
+    from .train import find_split
+    if (args.weights is None) == (args.predictions is None):
+        raise UserError("evaluate needs --weights (a model to run) or --predictions (a COCO "
+                        "results file), not both")
+    if args.max_images is not None and args.max_images < 1:
+        raise UserError(f"--max-images must be positive (got {args.max_images})")
+    if args.predictions is not None:
+        if (args.annotations is None) == (args.data is None):
+            raise UserError("evaluate --predictions needs --annotations FILE or --data DIR")
+        ann_file = args.annotations or find_split(args.data, args.split)[1]
+        return _evaluate_results_file(args, Path(args.predictions), Path(ann_file))
+    if args.data is None:
+        raise UserError("evaluate --weights needs --data (the folder with the split to score)")
+    from .data.coco import check_images
+    from .train import evaluate_model, load_split
+    ds = load_split(args.data, args.split, check_files=False)
+    check_images([ds])
     model, _, _ = load_model(args.weights, args.config)
     if model.cfg.num_classes != ds.num_classes:
         raise UserError(f"{args.weights}: the model has {model.cfg.num_classes - 1} classes, the "
                         f"'{args.split}' split of {args.data} has {ds.num_classes - 1}")
+    out = _evaluate_outputs(args, Path(args.weights).parent / f"eval_{args.split}.json")
     stats, results = evaluate_model(model, ds, max_images=args.max_images, progress=not args.no_progress)
-    out = Path(args.out) if args.out else Path(args.weights).parent / f"eval_{args.split}.json"
+    results_path = out.with_name(out.stem + "_predictions.json")
+    atomic_write_json(results_path, results)
     atomic_write_json(out, dict(weights=str(args.weights), data=str(args.data), split=args.split,
                                 images=len(ds) if args.max_images is None else min(len(ds), args.max_images),
-                                **stats))
+                                predictions=str(results_path), **stats))
+    print(format_table(stats))
+    print(f"saved {out} (the results scored: {results_path})")
+    return 0
+
+
+def _evaluate_results_file(args, predictions, ann_file):
+    """``evaluate --predictions``: score any COCO results file (ours, torchvision's,
+    detectron2's) with pycocotools against ``ann_file``."""
+    from .checkpoint import atomic_write_json
+    from .data.coco import load_coco
+    from .eval.coco_eval import check_results, coco_evaluate, format_table
+    if not predictions.is_file():
+        raise UserError(f"{predictions}: results file not found")
+    coco_gt = load_coco(ann_file)
+    try:
+        raw = json.loads(predictions.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{predictions}: not a JSON file ({type(e).__name__})") from None
+    try:
+        results = check_results(raw, coco_gt, source=str(predictions))
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if args.max_images is not None:
+        raise UserError("--max-images applies to --weights only (a results file is scored whole)")
+    iou_types = tuple(t for t, key in (("bbox", "bbox"), ("segm", "segmentation"))
+                      if all(key in r for r in results))
+    if not iou_types:
+        raise UserError(f"{predictions}: no IoU type to score: neither every result has a "
+                        f"'bbox' nor every result a 'segmentation'")
+    if not results:
+        warnings.warn(f"{predictions}: no detections; every AP is 0")
+    out = _evaluate_outputs(args, predictions.with_name(predictions.stem + "_eval.json"))
+    stats = coco_evaluate(coco_gt, results, iou_types)
+    atomic_write_json(out, dict(predictions=str(predictions), annotations=str(ann_file),
+                                results=len(results), **stats))
     print(format_table(stats))
     print(f"saved {out}")
     return 0
 
 
 def cmd_convert(args):
-    from .convert import convert_file
-    src = Path(args.src)
+    from .checkpoint import check_writable, save_npz_atomic
+    from .convert import NotAStateDict, torchvision_to_numpy
+    src, dst = Path(args.src), Path(args.dst)
     if not src.is_file():
         raise UserError(f"{src}: file not found")
     try:
-        n = convert_file(src, args.dst)
-    except (zipfile.BadZipFile, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as e:
-        raise UserError(f"{src}: not a torchvision state_dict that torch.load(weights_only=True)"
-                        f" can read ({type(e).__name__}: {_one_line(e, 120)})") from None
-    print(f"wrote {n} tensors to {args.dst}")
+        arrays = torchvision_to_numpy(src)
+    except NotAStateDict as e:
+        raise UserError(str(e)) from None
+    if not args.no_check:  # the tensors must fit the model they are for, as predict checks
+        from .model import MaskRCNN
+        cfg, _, _ = _config_for(src, args.config, arrays)
+        try:
+            MaskRCNN(cfg).load_state_dict(arrays)
+        except ValueError as e:
+            raise UserError(f"{src}: these weights are not for the '{cfg.name}' model (choose "
+                            f"the model with --config, or --no-check to convert any tensors): "
+                            f"{_one_line(e, 300)}") from None
+    check_writable(dst.parent)
+    save_npz_atomic(dst, arrays)
+    print(f"wrote {len(arrays)} tensors to {dst}")
     return 0
 
 
@@ -280,14 +420,23 @@ def build_parser():
     s.add_argument("--config", default=None, choices=sorted(PRESETS),
                    help="default: config.json next to the weights, else tiny")
     s.add_argument("--score-threshold", type=float, default=0.5)
+    s.add_argument("--annotations", default=None,
+                   help="COCO instances JSON: results get its image ids, matched by file_name "
+                        "(without it: positions 1..N)")
+    s.add_argument("--data", default=None, help="a data folder: --annotations of its --split")
+    s.add_argument("--split", default="val")
     s.set_defaults(func=cmd_predict)
 
-    s = sub.add_parser("evaluate", help="COCO bbox and mask AP on a split")
-    s.add_argument("--weights", required=True)
-    s.add_argument("--data", required=True)
+    s = sub.add_parser("evaluate", help="COCO bbox and mask AP of a model, or of a results file")
+    s.add_argument("--weights", default=None, help="a model to run on the split")
+    s.add_argument("--predictions", default=None,
+                   help="a COCO results JSON to score instead (ours, torchvision's, detectron2's)")
+    s.add_argument("--data", default=None, help="folder with the split (and its annotations)")
+    s.add_argument("--annotations", default=None, help="instances JSON (with --predictions)")
     s.add_argument("--split", default="val")
     s.add_argument("--config", default=None, choices=sorted(PRESETS))
-    s.add_argument("--out", default=None, help="JSON path (default: next to the weights)")
+    s.add_argument("--out", default=None,
+                   help="JSON path (default: next to the weights / the results file)")
     s.add_argument("--max-images", type=int, default=None)
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_evaluate)
@@ -295,6 +444,10 @@ def build_parser():
     s = sub.add_parser("convert", help="torchvision .pth -> our .npz")
     s.add_argument("src")
     s.add_argument("dst")
+    s.add_argument("--config", default="torchvision_r50_fpn", choices=sorted(PRESETS),
+                   help="the model the weights must fit (checked before writing)")
+    s.add_argument("--no-check", action="store_true",
+                   help="write the tensors as they are (e.g. a backbone alone)")
     s.set_defaults(func=cmd_convert)
 
     s = sub.add_parser("demo", help="data, training, evaluation and pictures in runs/demo")
@@ -324,8 +477,8 @@ def main(argv=None):
         if args.debug:
             raise
         msg = _one_line(e)
-        if isinstance(e, OSError) and e.filename and str(e.filename) not in msg:
-            msg = f"{e.filename}: {msg}"
+        if isinstance(e, OSError) and e.filename and e.strerror:  # "path: what", no errno
+            msg = f"{e.filename}: {e.strerror}"
         print(f"error: {msg}", file=sys.stderr)
         return EXIT_USER_ERROR
     except TrainingDiverged as e:

@@ -13,6 +13,11 @@ One iteration of the loop in :func:`train` is
 
 and, every so often, a checkpoint, the loss-curve picture and a COCO evaluation.
 
+The pieces, in the order a run uses them: :func:`setup_run` (read and check the data, every
+image of both splits included, BEFORE the first iteration; build or restore the model, the
+optimiser and the RNG), :func:`train_step` (one iteration, as above), :func:`save_run_checkpoint`
+and :func:`evaluate_run`. :func:`train` is the loop that calls them.
+
 All randomness (which images, which flips, scale jitter, anchor and RoI sampling) is drawn
 from ONE ``numpy.random.Generator``. A checkpoint stores its state together with the weights,
 the BatchNorm statistics and the optimiser's momentum buffers, so ``resume=True`` continues
@@ -23,7 +28,8 @@ Files in ``out_dir`` (every one is written to a temporary file first and then re
 the old one, so a crash never leaves a half-written file where a good one was)::
 
     checkpoint.npz     weights, optimiser state, iteration, RNG state, config, hyper-parameters
-    weights.npz        the weights only (what ``predict`` and ``evaluate`` load), at the end
+    weights.npz        the weights only (what ``predict`` and ``evaluate`` load), at the end,
+                       written BEFORE the final evaluation: a failing evaluation costs no weights
     config.json        the config and the class names (``predict`` reads it next to weights.npz)
     log.jsonl          one line per iteration: {"iter", "lr", every loss, "grad_norm", "time"}
     loss_curve.png     the losses against the iteration
@@ -34,21 +40,19 @@ since the last checkpoint, never the checkpoint itself.
 """
 import json
 import math
-import os
-import tempfile
 import time
-from dataclasses import replace
+import zipfile
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import load_npz, save_npz_atomic
+from .checkpoint import (BadNpzFile, atomic_save_png, atomic_write_bytes, atomic_write_json,
+                         load_npz, save_npz_atomic)
 from .config import config_from_dict
-from .data.coco import CocoDataset, DataError
+from .data.coco import CocoDataset, DataError, check_images
+from .model import LOSS_NAMES
 from .nn.optim import SGD, warmup_multistep_lr
-
-LOSS_KEYS = ("loss", "loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg",
-             "loss_mask")
 
 # Defaults of the optimiser, as torchvision's detection reference script
 # (references/detection/train.py: --momentum 0.9, --wd 1e-4, warm-up factor 1/1000).
@@ -62,49 +66,8 @@ class TrainingDiverged(RuntimeError):
 
 
 # ------------------------------------------------------------------------------------------
-# Files, written atomically
+# Text in an .npz
 # ------------------------------------------------------------------------------------------
-def atomic_write_bytes(path, data):
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_json(path, obj):
-    return atomic_write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode())
-
-
-def atomic_save_png(path, image_or_figure):
-    """Save a matplotlib Figure, or a uint8 [H, W, 3] array, as a PNG, atomically."""
-    import io
-    buf = io.BytesIO()
-    if hasattr(image_or_figure, "savefig"):
-        image_or_figure.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    else:
-        from PIL import Image
-        Image.fromarray(np.asarray(image_or_figure, np.uint8)).save(buf, format="png")
-    return atomic_write_bytes(path, buf.getvalue())
-
-
 def _text_array(obj):
     """A JSON-able object as a uint8 array (how strings travel in an ``.npz`` without pickle)."""
     return np.frombuffer(json.dumps(obj).encode(), dtype=np.uint8).copy()
@@ -139,10 +102,11 @@ def find_split(data_dir, split):
                     f"{data_dir / 'annotations' / f'instances_{split}.json'})")
 
 
-def load_split(data_dir, split):
-    """``CocoDataset`` of one split (see :func:`find_split`)."""
+def load_split(data_dir, split, check_files=True):
+    """``CocoDataset`` of one split (see :func:`find_split`); ``check_files=False`` leaves
+    missing image files to ``check_images``, which names every bad file at once."""
     image_dir, ann_file = find_split(data_dir, split)
-    return CocoDataset(image_dir, ann_file, train=False)
+    return CocoDataset(image_dir, ann_file, train=False, check_files=check_files)
 
 
 # ------------------------------------------------------------------------------------------
@@ -169,18 +133,30 @@ def save_checkpoint(path, model, optimizer, iteration, rng, hparams, class_names
 
 def read_checkpoint(path):
     """The parts of a checkpoint: dict with model_state, optim_state, iteration, rng (a
-    Generator in the saved state), config (a Config), hparams and class_names."""
-    z = load_npz(path)
-    if "iteration" not in z or "rng_state" not in z:
-        raise DataError(f"{path}: not a training checkpoint (no iteration / rng_state)")
-    state = _from_text_array(z["rng_state"])
-    rng = np.random.Generator(getattr(np.random, state["bit_generator"])())
-    rng.bit_generator.state = state
-    return dict(
-        model_state={k[len("model."):]: v for k, v in z.items() if k.startswith("model.")},
-        optim_state={k[len("optim."):]: v for k, v in z.items() if k.startswith("optim.")},
-        iteration=int(z["iteration"]), rng=rng, config=config_from_dict(_from_text_array(z["config"])),
-        hparams=_from_text_array(z["hparams"]), class_names=_from_text_array(z["class_names"]))
+    Generator in the saved state), config (a Config), hparams and class_names.
+    Raises DataError, one line naming the file, for a file that is not a readable checkpoint
+    (truncated, not an .npz, an object array, a missing or garbled entry)."""
+    try:
+        z = load_npz(path)
+    except BadNpzFile as e:
+        raise DataError(f"{e} (not a readable checkpoint)") from None
+    missing = [k for k in ("iteration", "rng_state", "config", "hparams", "class_names")
+               if k not in z]
+    if missing:
+        raise DataError(f"{path}: not a training checkpoint (no {', '.join(missing)})")
+    try:
+        state = _from_text_array(z["rng_state"])
+        rng = np.random.Generator(getattr(np.random, state["bit_generator"])())
+        rng.bit_generator.state = state
+        return dict(
+            model_state={k[len("model."):]: v for k, v in z.items() if k.startswith("model.")},
+            optim_state={k[len("optim."):]: v for k, v in z.items() if k.startswith("optim.")},
+            iteration=int(z["iteration"]), rng=rng,
+            config=config_from_dict(_from_text_array(z["config"])),
+            hparams=_from_text_array(z["hparams"]), class_names=_from_text_array(z["class_names"]))
+    except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: a damaged training checkpoint ({type(e).__name__}: "
+                        f"{' '.join(str(e).split())[:120]})") from None
 
 
 def extract_weights(arrays):
@@ -195,24 +171,29 @@ def extract_weights(arrays):
 # Evaluation
 # ------------------------------------------------------------------------------------------
 def predict_dataset(model, ds, max_images=None, progress=False):
-    """Run ``model.predict`` on each image of ``ds`` (one at a time; sizes may differ).
-    Returns (predictions, image_ids)."""
+    """Run ``model.predict`` on each image of ``ds`` (one at a time; sizes may differ) and
+    turn its detections into COCO results at once, pasting the masks a few at a time, so that
+    memory holds one image's detections, never the data set's full-size masks.
+    Returns (results: the COCO list, image_ids: the images predicted)."""
     from tqdm import tqdm
+
+    from .eval.coco_eval import detection_to_coco_results
     n = len(ds) if max_images is None else min(len(ds), max_images)
-    preds, ids = [], []
+    results, ids = [], []
     for i in tqdm(range(n), desc="predict", disable=not progress, leave=False):
         sample = ds.get(i)
-        preds.append(model.predict([sample["image"]])[0])
+        pred = model.predict([sample["image"]], paste_masks=False)[0]  # masks [D, 1, M, M]
+        results += detection_to_coco_results(pred, sample["image_id"], sample["orig_size"],
+                                              ds.label_to_cat_id)
         ids.append(sample["image_id"])
-    return preds, ids
+    return results, ids
 
 
 def evaluate_model(model, ds, max_images=None, progress=False):
     """COCO bbox and segm AP of ``model`` on ``ds`` (pycocotools' COCOeval).
     Returns (stats, results): stats {iou_type: {"AP", "AP50", ...}}, results the COCO list."""
-    from .eval.coco_eval import coco_evaluate, predictions_to_coco_results
-    preds, ids = predict_dataset(model, ds, max_images, progress)
-    results = predictions_to_coco_results(preds, ids, ds.label_to_cat_id)
+    from .eval.coco_eval import coco_evaluate
+    results, ids = predict_dataset(model, ds, max_images, progress)
     coco_gt = ds.coco
     if max_images is not None and max_images < len(ds):  # score only the images we predicted
         coco_gt = _subset_coco(ds.coco, ids)
@@ -245,7 +226,7 @@ def plot_loss_curve(records, path, smooth=10):
     it = np.array([r["iter"] for r in records])  # [T]
     fig, (ax, ax_lr) = plt.subplots(2, 1, figsize=(8, 6), sharex=True,
                                     gridspec_kw=dict(height_ratios=(3, 1)))
-    for key in LOSS_KEYS:
+    for key in ("loss",) + LOSS_NAMES:
         y = np.array([r[key] for r in records], np.float64)  # [T]
         c = np.concatenate([[0.0], np.cumsum(y)])  # [T + 1]
         lo = np.maximum(np.arange(1, len(y) + 1) - smooth, 0)  # [T] window start
@@ -311,6 +292,189 @@ def _check_finite(losses, model):
     return None, math.sqrt(sq)
 
 
+@dataclass
+class Run:
+    """What a training run holds between iterations (built by :func:`setup_run`)."""
+    out_dir: Path
+    model: object                  # MaskRCNN
+    optimizer: SGD
+    rng: np.random.Generator       # every random draw of the run
+    hp: dict                       # the hyper-parameters (saved in every checkpoint)
+    start: int                     # iterations done before this call of train()
+    train_ds: CocoDataset
+    indices: np.ndarray            # [T] the training images that have at least one target
+    val_ds: CocoDataset = None     # None: no evaluation
+    records: list = field(default_factory=list)  # the log, one dict per iteration done
+
+    @property
+    def ckpt_path(self):
+        return self.out_dir / "checkpoint.npz"
+
+    @property
+    def log_path(self):
+        return self.out_dir / "log.jsonl"
+
+    @property
+    def class_names(self):
+        return self.train_ds.class_names
+
+
+def hyper_parameters(iters, batch_size, lr, momentum, weight_decay, warmup_iters, warmup_factor,
+                     milestones, gamma, clip_grad_norm, seed, flip):
+    """The run's hyper-parameters as a JSON-able dict, with the defaults filled in: warm-up
+    min(100, iters // 5), lr steps at 75% and 90% of ``iters``."""
+    warmup = min(100, iters // 5) if warmup_iters is None else warmup_iters
+    if milestones is None:
+        milestones = (max(1, int(0.75 * iters)), max(1, int(0.9 * iters)))
+    return dict(batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                warmup_iters=warmup, warmup_factor=warmup_factor, gamma=gamma,
+                milestones=sorted(int(m) for m in milestones), clip_grad_norm=clip_grad_norm,
+                seed=seed, flip=bool(flip))
+
+
+def _earlier_run(out_dir):
+    """Why ``out_dir`` must not be started afresh, or None. A run that stopped before its
+    first checkpoint after iteration 0 (a failed start) blocks nothing: starting again loses
+    nothing that ``--resume`` would keep."""
+    ckpt, log_file = out_dir / "checkpoint.npz", out_dir / "log.jsonl"
+    if ckpt.is_file():
+        try:
+            with np.load(ckpt, allow_pickle=False) as z:
+                done = int(z["iteration"])
+        except (zipfile.BadZipFile, ValueError, OSError, KeyError, EOFError):  # damaged: keep it
+            return f"{ckpt}: holds an earlier run's checkpoint, which cannot be read; move it " \
+                   f"away, or use another --out"
+        return None if done == 0 else f"{out_dir}: holds an earlier run (iteration {done}); " \
+                                      f"use --resume to continue it, or another --out"
+    if log_file.is_file():
+        return f"{out_dir}: holds an earlier run; use --resume to continue it, or another --out"
+    return None
+
+
+def setup_run(cfg, data_dir, out_dir, hp, resume, train_split="train", val_split="val",
+              evaluate=True, log=print):
+    """Everything before the first iteration, in the order that loses nothing:
+
+    1. the data: both splits read, every annotation checked (bad ones skipped with a counted
+       warning) and EVERY image of both splits checked (``check_images``: one error naming all
+       bad files), so that a data problem shows before training, not after it;
+    2. the model, the optimiser and the RNG, fresh (``hp``, seeded by ``hp["seed"]``) or from
+       ``out_dir/checkpoint.npz`` (``resume``; then ``hp`` is the checkpoint's);
+    3. ``config.json``, the log trimmed to the checkpoint, and a checkpoint at iteration 0.
+
+    Returns a :class:`Run`. Raises DataError for bad data, a missing or damaged checkpoint, or
+    an ``out_dir`` that holds an earlier run (without ``resume``).
+    """
+    from .model import MaskRCNN
+    out_dir = Path(out_dir)
+    train_ds = load_split(data_dir, train_split, check_files=False)
+    val_ds = None
+    if evaluate:
+        try:
+            val_ds = load_split(data_dir, val_split, check_files=False)
+        except DataError as e:
+            log(f"note: no evaluation ({e})")
+    check_images([train_ds] + ([val_ds] if val_ds is not None else []))
+    # Images without objects are left out of training, as torchvision's reference script
+    # does; they stay in the validation split, where they count false positives.
+    indices = np.flatnonzero(train_ds.instances_per_image > 0)  # [T]
+    if len(indices) == 0:
+        raise DataError(f"{train_ds.ann_file}: no image has a usable annotation")
+
+    ckpt_path = out_dir / "checkpoint.npz"
+    if resume:
+        if not ckpt_path.is_file():
+            raise DataError(f"{ckpt_path}: no checkpoint to resume from")
+        ck = read_checkpoint(ckpt_path)
+        cfg, hp, rng, start = ck["config"], ck["hparams"], ck["rng"], ck["iteration"]
+        model = MaskRCNN(cfg)
+        try:
+            model.load_state_dict(ck["model_state"])
+        except ValueError as e:
+            raise DataError(f"{ckpt_path}: its weights do not fit its own config "
+                            f"({' '.join(str(e).split())[:200]})") from None
+        log(f"resuming from {ckpt_path} at iteration {start}")
+    else:
+        why = _earlier_run(out_dir)
+        if why is not None:
+            raise DataError(why)
+        cfg = replace(cfg, num_classes=train_ds.num_classes)
+        init_seq, train_seq = np.random.SeedSequence(hp["seed"]).spawn(2)
+        model = MaskRCNN(cfg, rng=np.random.default_rng(init_seq))
+        rng = np.random.default_rng(train_seq)
+        start = 0
+    if train_ds.num_classes != cfg.num_classes:
+        raise DataError(f"{train_ds.ann_file}: {train_ds.num_classes - 1} categories, but the "
+                        f"checkpoint's model has {cfg.num_classes - 1}")
+    optimizer = SGD(model, lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"])
+    if resume:
+        try:
+            optimizer.load_state_dict(ck["optim_state"])
+        except ValueError as e:
+            raise DataError(f"{ckpt_path}: damaged optimiser state ({e})") from None
+
+    run = Run(out_dir=out_dir, model=model, optimizer=optimizer, rng=rng, hp=hp, start=start,
+              train_ds=train_ds, indices=indices, val_ds=val_ds)
+    atomic_write_json(out_dir / "config.json", dict(
+        config=cfg.to_dict(), class_names=run.class_names,
+        label_to_cat_id=train_ds.label_to_cat_id, hparams=hp))
+    # the log: keep what the checkpoint covers, drop what will be redone
+    run.records = _read_log(run.log_path, upto=start) if resume else []
+    atomic_write_bytes(run.log_path, "".join(json.dumps(r) + "\n" for r in run.records).encode())
+    if not resume:
+        save_run_checkpoint(run, 0)  # a good checkpoint exists from the start
+    return run
+
+
+def train_step(run, i):
+    """Iteration ``i`` (0-based): sample a batch, forward and backward, the finite check
+    BEFORE the step, optional clipping, the scheduled lr, the SGD step.
+    Returns the log record {"iter": i + 1, "lr", every loss, "grad_norm", "time"}.
+    Raises TrainingDiverged (the weights untouched) when a loss or gradient is not finite."""
+    t0 = time.perf_counter()
+    model, hp = run.model, run.hp
+    images, targets = sample_batch(run.train_ds, run.indices, run.rng, hp["batch_size"],
+                                   flip=hp.get("flip", True))
+    losses = model.forward_backward(images, targets, run.rng)
+    problem, grad_norm = _check_finite(losses, model)
+    if problem is not None:
+        raise TrainingDiverged(
+            f"iteration {i + 1}: {problem}; stopped before the optimiser step. The last good "
+            f"checkpoint is {run.ckpt_path} (iteration "
+            f"{read_checkpoint(run.ckpt_path)['iteration']}); try a lower --lr")
+    clip = hp.get("clip_grad_norm")
+    if clip is not None and grad_norm > clip:  # one scale for all: the direction is kept
+        for _, _, g in model.named_parameters():
+            g *= g.dtype.type(clip / (grad_norm + 1e-6))
+    run.optimizer.lr = warmup_multistep_lr(i, hp["lr"], hp["warmup_iters"], hp["warmup_factor"],
+                                           hp["milestones"], hp["gamma"])
+    run.optimizer.step()
+    return dict(iter=i + 1, lr=run.optimizer.lr, **{k: losses[k] for k in ("loss",) + LOSS_NAMES},
+                grad_norm=grad_norm, time=time.perf_counter() - t0)
+
+
+def save_run_checkpoint(run, done):
+    """``checkpoint.npz`` after ``done`` iterations, and the loss curve so far."""
+    save_checkpoint(run.ckpt_path, run.model, run.optimizer, done, run.rng, run.hp,
+                    run.class_names)
+    if run.records:
+        plot_loss_curve(run.records, run.out_dir / "loss_curve.png")
+
+
+def evaluate_run(run, done, max_images=None, log=print):
+    """COCO AP on the validation split after ``done`` iterations: ``eval_iter{done}.json`` and
+    one log line. Returns the stats."""
+    stats, _ = evaluate_model(run.model, run.val_ds, max_images=max_images)
+    atomic_write_json(run.out_dir / f"eval_iter{done}.json", dict(iteration=done, **stats))
+    log(f"iteration {done}: bbox AP {stats['bbox']['AP']:.3f} AP50 {stats['bbox']['AP50']:.3f}"
+        f" | mask AP {stats['segm']['AP']:.3f} AP50 {stats['segm']['AP50']:.3f}")
+    return stats
+
+
+def _mean_losses(records):
+    return {k: float(np.mean([r[k] for r in records])) for k in ("loss",) + LOSS_NAMES}
+
+
 def train(cfg, data_dir, out_dir, iters=300, batch_size=2, lr=0.02, momentum=MOMENTUM,
           weight_decay=WEIGHT_DECAY, warmup_iters=None, warmup_factor=WARMUP_FACTOR,
           milestones=None, gamma=0.1, clip_grad_norm=None, eval_every=0, eval_images=None,
@@ -341,139 +505,48 @@ def train(cfg, data_dir, out_dir, iters=300, batch_size=2, lr=0.02, momentum=MOM
 
     Returns a summary dict: iterations, wall_s, final (mean losses over the last 20
     iterations), eval (the last COCO stats, or None), paths of the files written.
-    Raises DataError for bad data, TrainingDiverged when a loss becomes NaN or Inf (the last
-    checkpoint is then left untouched).
+    Raises DataError for bad data (found before the first iteration), TrainingDiverged when a
+    loss becomes NaN or Inf (the last checkpoint is then left untouched).
     """
     from tqdm import tqdm
-
-    from .model import MaskRCNN
-    out_dir = Path(out_dir)
-    ckpt_path = out_dir / "checkpoint.npz"
-    log_path = out_dir / "log.jsonl"
-
-    # -- data -------------------------------------------------------------------------------
-    train_ds = load_split(data_dir, train_split)
-    # Images without objects are left out of training, as torchvision's reference script
-    # does; they stay in the validation split, where they count false positives.
-    indices = np.array([i for i, image_id in enumerate(train_ds.ids) if train_ds._targets[image_id]])
-    if len(indices) == 0:
-        raise DataError(f"{train_ds.ann_file}: no image has a usable annotation")
-    val_ds = None
-    if eval_every >= 0:
-        try:
-            val_ds = load_split(data_dir, val_split)
-        except DataError as e:
-            log(f"note: no evaluation ({e})")
-
-    # -- model, optimiser, RNG: fresh or from the checkpoint --------------------------------
-    if resume:
-        if not ckpt_path.is_file():
-            raise DataError(f"{ckpt_path}: no checkpoint to resume from")
-        ck = read_checkpoint(ckpt_path)
-        cfg, hp, rng, start = ck["config"], ck["hparams"], ck["rng"], ck["iteration"]
-        model = MaskRCNN(cfg)
-        model.load_state_dict(ck["model_state"])
-        log(f"resuming from {ckpt_path} at iteration {start}")
-    else:
-        if (ckpt_path.is_file() or log_path.is_file()):
-            raise DataError(f"{out_dir}: holds an earlier run; use --resume to continue it, or "
-                            f"another --out")
-        cfg = replace(cfg, num_classes=train_ds.num_classes)
-        warmup = min(100, iters // 5) if warmup_iters is None else warmup_iters
-        hp = dict(batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                  warmup_iters=warmup, warmup_factor=warmup_factor, gamma=gamma,
-                  milestones=sorted(int(m) for m in (
-                      milestones if milestones is not None
-                      else (max(1, int(0.75 * iters)), max(1, int(0.9 * iters))))),
-                  clip_grad_norm=clip_grad_norm, seed=seed, flip=bool(flip))
-        init_seq, train_seq = np.random.SeedSequence(seed).spawn(2)
-        model = MaskRCNN(cfg, rng=np.random.default_rng(init_seq))
-        rng = np.random.default_rng(train_seq)
-        start = 0
-    if train_ds.num_classes != cfg.num_classes:
-        raise DataError(f"{train_ds.ann_file}: {train_ds.num_classes - 1} categories, but the "
-                        f"checkpoint's model has {cfg.num_classes - 1}")
-    optimizer = SGD(model, lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"])
-    if resume:
-        optimizer.load_state_dict(ck["optim_state"])
-    class_names = train_ds.class_names
-    atomic_write_json(out_dir / "config.json", dict(config=cfg.to_dict(), class_names=class_names,
-                                                    label_to_cat_id=train_ds.label_to_cat_id,
-                                                    hparams=hp))
-
-    def lr_at(i):
-        return warmup_multistep_lr(i, hp["lr"], hp["warmup_iters"], hp["warmup_factor"],
-                                   hp["milestones"], hp["gamma"])
-
-    def checkpoint(i):
-        save_checkpoint(ckpt_path, model, optimizer, i, rng, hp, class_names)
-        if records:
-            plot_loss_curve(records, out_dir / "loss_curve.png")
-
-    def evaluate(i):
-        stats, _ = evaluate_model(model, val_ds, max_images=eval_images)
-        atomic_write_json(out_dir / f"eval_iter{i}.json", dict(iteration=i, **stats))
-        log(f"iteration {i}: bbox AP {stats['bbox']['AP']:.3f} AP50 {stats['bbox']['AP50']:.3f}"
-            f" | mask AP {stats['segm']['AP']:.3f} AP50 {stats['segm']['AP50']:.3f}")
-        return stats
-
-    # -- the log: keep what the checkpoint covers, drop what will be redone ------------------
-    records = _read_log(log_path, upto=start)
-    atomic_write_bytes(log_path, "".join(json.dumps(r) + "\n" for r in records).encode())
-    if not resume:
-        checkpoint(0)  # a good checkpoint exists from the start
-
-    # -- the loop ---------------------------------------------------------------------------
+    hp = hyper_parameters(iters, batch_size, lr, momentum, weight_decay, warmup_iters,
+                          warmup_factor, milestones, gamma, clip_grad_norm, seed, flip)
+    run = setup_run(cfg, data_dir, out_dir, hp, resume, train_split, val_split,
+                    evaluate=eval_every >= 0, log=log)
     stats = None
     t_start = time.perf_counter()
-    bar = tqdm(range(start, iters), initial=start, total=iters, disable=not progress,
+    bar = tqdm(range(run.start, iters), initial=run.start, total=iters, disable=not progress,
                dynamic_ncols=True, desc="train")
-    with open(log_path, "a") as log_file:
+    with open(run.log_path, "a") as log_file:
         for i in bar:  # i: 0-based index of this iteration; after it, i + 1 are done
-            t0 = time.perf_counter()
-            images, targets = sample_batch(train_ds, indices, rng, hp["batch_size"],
-                                           flip=hp.get("flip", True))
-            losses = model.forward_backward(images, targets, rng)
-            problem, grad_norm = _check_finite(losses, model)
-            if problem is not None:
-                raise TrainingDiverged(
-                    f"iteration {i + 1}: {problem}; stopped before the optimiser step. The last "
-                    f"good checkpoint is {ckpt_path} (iteration "
-                    f"{read_checkpoint(ckpt_path)['iteration']}); try a lower --lr")
-            clip = hp.get("clip_grad_norm")
-            if clip is not None and grad_norm > clip:  # one scale for all: the direction is kept
-                for _, _, g in model.named_parameters():
-                    g *= g.dtype.type(clip / (grad_norm + 1e-6))
-            optimizer.lr = lr_at(i)
-            optimizer.step()
-
-            record = dict(iter=i + 1, lr=optimizer.lr, **{k: losses[k] for k in LOSS_KEYS},
-                          grad_norm=grad_norm, time=time.perf_counter() - t0)
-            records.append(record)
+            record = train_step(run, i)
+            run.records.append(record)
             log_file.write(json.dumps(record) + "\n")
             log_file.flush()
-            recent = records[-20:]
-            bar.set_postfix({k.replace("loss_", ""): f"{np.mean([r[k] for r in recent]):.3f}"
-                             for k in LOSS_KEYS}, refresh=False)
-
+            bar.set_postfix({k.replace("loss_", ""): f"{v:.3f}"
+                             for k, v in _mean_losses(run.records[-20:]).items()}, refresh=False)
             done = i + 1
             if done % checkpoint_every == 0 or done == iters:
-                checkpoint(done)
-            if val_ds is not None and eval_every > 0 and done % eval_every == 0 and done != iters:
-                stats = evaluate(done)
+                save_run_checkpoint(run, done)
+            if run.val_ds is not None and eval_every > 0 and done % eval_every == 0 and done != iters:
+                stats = evaluate_run(run, done, eval_images, log)
     bar.close()
 
-    if val_ds is not None:
-        stats = evaluate(max(iters, start))
-    model.save(out_dir / "weights.npz")
-    if records:
-        plot_loss_curve(records, out_dir / "loss_curve.png")
-    recent = records[-20:]
+    # The weights first: whatever the final evaluation does, the run's work is on disk.
+    done = max(iters, run.start)
+    weights_path = run.out_dir / "weights.npz"
+    run.model.save(weights_path)
+    if run.records:
+        plot_loss_curve(run.records, run.out_dir / "loss_curve.png")
+    if run.val_ds is not None:
+        stats = evaluate_run(run, done, eval_images, log)
+    recent = run.records[-20:]
     return dict(
-        iterations=max(iters, start), wall_s=time.perf_counter() - t_start,
-        final={k: float(np.mean([r[k] for r in recent])) for k in LOSS_KEYS} if recent else {},
-        first={k: records[0][k] for k in LOSS_KEYS} if records else {},
-        eval=stats, class_names=class_names,
-        paths=dict(out_dir=str(out_dir), checkpoint=str(ckpt_path),
-                   weights=str(out_dir / "weights.npz"), log=str(log_path),
-                   loss_curve=str(out_dir / "loss_curve.png"), config=str(out_dir / "config.json")))
+        iterations=done, wall_s=time.perf_counter() - t_start,
+        final=_mean_losses(recent) if recent else {},
+        first={k: run.records[0][k] for k in ("loss",) + LOSS_NAMES} if run.records else {},
+        eval=stats, class_names=run.class_names,
+        paths=dict(out_dir=str(run.out_dir), checkpoint=str(run.ckpt_path),
+                   weights=str(weights_path), log=str(run.log_path),
+                   loss_curve=str(run.out_dir / "loss_curve.png"),
+                   config=str(run.out_dir / "config.json")))

@@ -15,10 +15,12 @@ from mrcnn_np.checkpoint import load_npz
 from mrcnn_np.config import tiny
 from mrcnn_np.data.coco import DataError
 from mrcnn_np.data.shapes import make_shapes_dataset
-from mrcnn_np.model import MaskRCNN
+from mrcnn_np.model import LOSS_NAMES, MaskRCNN
 from mrcnn_np.nn.optim import warmup_multistep_lr
-from mrcnn_np.train import (LOSS_KEYS, TrainingDiverged, _from_text_array, _text_array,
+from mrcnn_np.train import (TrainingDiverged, _from_text_array, _text_array,
                             evaluate_model, load_split, read_checkpoint, sample_batch, train)
+
+LOSS_KEYS = ("loss",) + LOSS_NAMES  # what log.jsonl records: the total, then each term
 
 SIZE = 64  # px: small images keep every test in seconds
 
@@ -279,3 +281,19 @@ def test_clip_grad_norm_bounds_the_first_step(shapes, tmp_path):
     step = [after[name].astype(np.float64) - p for name, p, _ in before.named_parameters()]
     moved = math.sqrt(sum(float(np.sum(d * d)) for d in step))
     assert moved == pytest.approx(lr * clip, rel=1e-3)
+
+
+def test_a_failing_final_evaluation_never_costs_the_weights(shapes, tmp_path, monkeypatch):
+    """weights.npz and the last checkpoint are written BEFORE the final evaluation."""
+    import mrcnn_np.train as train_module
+
+    def broken(*a, **k):
+        raise RuntimeError("the evaluation broke")
+
+    monkeypatch.setattr(train_module, "evaluate_model", broken)
+    run = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="evaluation broke"):
+        train(small_cfg(), shapes, run, iters=2, batch_size=1, eval_every=0, checkpoint_every=50,
+              progress=False, log=lambda m: None)
+    assert read_checkpoint(run / "checkpoint.npz")["iteration"] == 2
+    assert load_npz(run / "weights.npz").keys() == read_checkpoint(run / "checkpoint.npz")["model_state"].keys()

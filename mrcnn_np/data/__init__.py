@@ -4,7 +4,7 @@
     CocoDataset(image_dir, ann_file)   -> images and targets as NumPy arrays (coco.py)
 """
 from .shapes import make_shapes_dataset, make_shapes_image, SHAPES, DEFAULT_SHAPES
-from .coco import CocoDataset, DataError, load_image
+from .coco import CocoDataset, DataError, check_images, load_coco, load_image
 
 __all__ = ["make_shapes_dataset", "make_shapes_image", "SHAPES", "DEFAULT_SHAPES",
-           "CocoDataset", "DataError", "load_image"]
+           "CocoDataset", "DataError", "check_images", "load_coco", "load_image"]

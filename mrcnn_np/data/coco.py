@@ -14,25 +14,34 @@ What is checked, and what happens
   missing, unreadable or corrupt, or whose size differs from its ``images`` entry.
 * A bad annotation is SKIPPED, and all skips are reported in ONE warning per data set that
   counts them by reason (also kept in ``skipped``): an unknown category id, an unknown image
-  id, a zero-area / degenerate box (w <= 0 or h <= 0 after clipping to the image), a polygon
-  wholly outside the image, a missing or empty segmentation, an RLE whose size is not the
-  image's, a malformed entry (e.g. a bbox of strings).  A polygon partly outside the image is kept: pycocotools rasterises only its part
-  inside, and the box is clipped.
+  id, a number that is not finite (a NaN or Inf in the bbox, the area or a polygon), a
+  zero-area / degenerate box (w <= 0 or h <= 0 after clipping to the image), a polygon wholly
+  outside the image, a missing or empty segmentation, an RLE whose size is not the image's, a
+  malformed entry (e.g. a bbox of strings). The warning names the first few annotation ids of
+  each reason. A polygon partly outside the image is kept: pycocotools rasterises only its
+  part inside, and the box is clipped.
+* An annotation without ``area`` gets the area of its mask, one without ``iscrowd`` gets 0
+  (many exporters leave both out; COCOeval needs them), with one warning that counts them.
 * ``iscrowd`` annotations are not training targets (as in torchvision's references); they
   stay in ``coco`` where COCOeval uses them as "ignore" regions.
+* ``check_images`` reads every image's header and checks its integrity (fast: see its
+  docstring), so that a training run finds a bad file before its first iteration.
 """
 import contextlib
 import io
 import json
+import math
 import warnings
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 REQUIRED_KEYS = ("images", "annotations", "categories")
+IDS_NAMED = 5  # a warning names at most this many annotation ids per reason
 
 
 class DataError(ValueError):
@@ -73,7 +82,7 @@ def load_image(path):
 # ------------------------------------------------------------------------------------------
 # Annotations
 # ------------------------------------------------------------------------------------------
-def _read_coco_json(ann_file):
+def read_coco_json(ann_file):
     """Read and check the top level of a COCO annotation file.  Returns the dict."""
     ann_file = Path(ann_file)
     if not ann_file.is_file():
@@ -109,17 +118,26 @@ def _bbox_of(ann, height, width):
             min(max(x + w, 0.0), width), min(max(y + h, 0.0), height))
 
 
+def _finite(values):
+    return all(math.isfinite(float(v)) for v in values)
+
+
 def _check_annotation(ann, img, cat_ids):
     """Why an annotation is unusable, or None when it is fine."""
     if img is None:
         return "unknown image id"
     if ann["category_id"] not in cat_ids:
         return "unknown category id"
+    seg = ann.get("segmentation")
+    numbers = list(ann.get("bbox") or []) + ([ann["area"]] if "area" in ann else [])
+    if isinstance(seg, list):
+        numbers += [v for poly in seg for v in poly]
+    if not _finite(numbers):
+        return "a number that is not finite"
     h, w = img["height"], img["width"]
     box = _bbox_of(ann, h, w)
     if box is None or box[2] - box[0] <= 0 or box[3] - box[1] <= 0 or ann.get("area", 1) <= 0:
         return "zero area / degenerate bbox"
-    seg = ann.get("segmentation")
     if isinstance(seg, list):                     # polygons [[x0, y0, x1, y1, ...], ...]
         polys = [np.asarray(p, np.float64) for p in seg if len(p) >= 6]
         if not polys:
@@ -147,6 +165,8 @@ class CocoDataset:
       ann_file: COCO instances JSON
       train: when True, ``ds[i]`` flips horizontally with probability 1/2, drawn from ``rng``
       rng: numpy.random.Generator for that flip (default: ``default_rng(0)``)
+      check_files: raise DataError at once when a listed image file is missing (False: leave
+        that to ``check_images``, which reports every bad file of several data sets at once)
 
     Attributes:
       coco: the pycocotools COCO object (all annotations, crowd and skipped ones included)
@@ -155,20 +175,19 @@ class CocoDataset:
       class_names: [K] names, index = label, [0] = "background"
       label_to_cat_id: {label: COCO category id};  cat_id_to_label: the inverse
       skipped: {reason: count} of annotations left out (see the module docstring)
+      instances_per_image: [N] int, the number of training targets of image ``ids[i]``
     """
 
-    def __init__(self, image_dir, ann_file, train=False, rng=None):
+    def __init__(self, image_dir, ann_file, train=False, rng=None, check_files=True):
         self.image_dir = Path(image_dir)
         self.ann_file = Path(ann_file)
         if not self.image_dir.is_dir():
             raise DataError(f"{self.image_dir}: image folder not found")
         if not any(self.image_dir.iterdir()):
             raise DataError(f"{self.image_dir}: image folder is empty")
-        data = _read_coco_json(self.ann_file)
+        data = read_coco_json(self.ann_file)
 
-        self.coco = COCO()                   # built from the dict we read: no prints, one parse
-        self.coco.dataset = data
-        _quiet(self.coco.createIndex)        # (pycocotools prints while indexing)
+        self.coco = _coco_from(data)         # built from the dict we read: no prints, one parse
 
         cat_ids = sorted(c["id"] for c in data["categories"])
         self.label_to_cat_id = {l + 1: c for l, c in enumerate(cat_ids)}
@@ -179,7 +198,7 @@ class CocoDataset:
         self.ids = sorted(self.coco.imgs)
         missing = [self.coco.imgs[i]["file_name"] for i in self.ids
                    if not (self.image_dir / self.coco.imgs[i]["file_name"]).is_file()]
-        if missing:
+        if missing and check_files:
             raise DataError(f"{self.image_dir / missing[0]}: image file not found"
                             f" ({len(missing)} of {len(self.ids)} listed images are missing)")
 
@@ -187,6 +206,7 @@ class CocoDataset:
         self._targets = {i: [] for i in self.ids}     # image id -> usable non-crowd annotations
         self._crowds = {i: [] for i in self.ids}      # image id -> usable crowd annotations
         reasons = Counter()
+        named = {}                                    # reason -> the first few annotation ids
         for ann in data["annotations"]:
             try:
                 why = _check_annotation(ann, self.coco.imgs.get(ann["image_id"]), self.cat_id_to_label)
@@ -194,18 +214,37 @@ class CocoDataset:
                 why = "malformed annotation"
             if why is not None:
                 reasons[why] += 1
+                named.setdefault(why, []).append(ann["id"])
             elif ann.get("iscrowd", 0):
                 self._crowds[ann["image_id"]].append(ann)
             else:
                 self._targets[ann["image_id"]].append(ann)
         self.skipped = dict(reasons)
         if reasons:
-            detail = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items()))
-            warnings.warn(f"{self.ann_file}: skipped {sum(reasons.values())} bad annotations ({detail})",
+            n = sum(reasons.values())
+            detail = "; ".join(f"{k} {r}: {_name_ids(named[r])}" for r, k in sorted(reasons.items()))
+            warnings.warn(f"{self.ann_file}: skipped {n} bad annotation{'s' * (n != 1)} ({detail})",
                           stacklevel=2)
+        fill_area_and_iscrowd(self.coco, self.ann_file)
+        self.instances_per_image = np.array([len(self._targets[i]) for i in self.ids], np.int64)
 
         self.train = bool(train)
         self.rng = rng if rng is not None else np.random.default_rng(0)
+
+    def check_images(self):
+        """Every listed image, checked without decoding it in full: the file exists, its
+        header reads, its size is the one the annotation file gives, and its data is whole
+        (PNG: every chunk's CRC, up to IEND; JPEG: decoded at 1/8 scale, which reads every
+        entropy-coded segment; other formats: decoded). Returns a list of (path, problem),
+        empty when all is well. About 0.3 ms per image (see the README)."""
+        problems = []
+        for image_id in self.ids:
+            info = self.coco.imgs[image_id]
+            path = self.image_dir / info["file_name"]
+            why = check_image(path, int(info["height"]), int(info["width"]))
+            if why is not None:
+                problems.append((path, why))
+        return problems
 
     def __len__(self):
         return len(self.ids)
@@ -259,6 +298,86 @@ class CocoDataset:
     def __repr__(self):
         return (f"CocoDataset({len(self)} images, {self.num_classes - 1} classes,"
                 f" {sum(len(v) for v in self._targets.values())} instances, {self.ann_file})")
+
+
+def _coco_from(data):
+    """A pycocotools COCO object of an annotation dict, indexed quietly."""
+    coco = COCO()
+    coco.dataset = data
+    _quiet(coco.createIndex)                 # (pycocotools prints while indexing)
+    return coco
+
+
+def load_coco(ann_file):
+    """The pycocotools COCO object of an annotation file, checked (``read_coco_json``) and
+    with ``area`` and ``iscrowd`` filled in where missing (``fill_area_and_iscrowd``): ready
+    for COCOeval. Raises DataError naming the file."""
+    coco = _coco_from(read_coco_json(ann_file))
+    fill_area_and_iscrowd(coco, ann_file)
+    return coco
+
+
+def fill_area_and_iscrowd(coco, ann_file):
+    """Give every annotation the ``area`` (of its mask; of its bbox when it has no usable
+    mask) and ``iscrowd`` (0) that COCOeval reads; one warning counts what was filled."""
+    no_area = no_crowd = 0
+    for ann in coco.dataset["annotations"]:
+        if "iscrowd" not in ann:
+            ann["iscrowd"] = 0
+            no_crowd += 1
+        if "area" not in ann:
+            no_area += 1
+            try:
+                ann["area"] = float(mask_utils.area(coco.annToRLE(ann)))
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+                # a skipped annotation (no such image, no usable mask): its bbox's area
+                try:
+                    ann["area"] = max(float(ann["bbox"][2]) * float(ann["bbox"][3]), 0.0)
+                except (TypeError, ValueError, IndexError, KeyError):
+                    ann["area"] = 0.0
+    if no_area or no_crowd:
+        warnings.warn(f"{ann_file}: {no_area} annotations had no 'area' (filled from their "
+                      f"masks), {no_crowd} had no 'iscrowd' (filled with 0)", stacklevel=3)
+
+
+def _name_ids(ids):
+    shown = ", ".join(str(i) for i in ids[:IDS_NAMED])
+    more = f" and {len(ids) - IDS_NAMED} more" if len(ids) > IDS_NAMED else ""
+    return f"annotation{'s' * (len(ids) != 1)} {shown}{more}"
+
+
+def check_image(path, height=None, width=None):
+    """What is wrong with the image file at ``path`` (expected ``width`` x ``height``; None:
+    any size), as a phrase, or None (see ``CocoDataset.check_images``)."""
+    path = Path(path)
+    if not path.is_file():
+        return "image file not found"
+    try:
+        with Image.open(path) as im:
+            if height is not None and im.size != (width, height):
+                return (f"image is {im.size[0]}x{im.size[1]} but the annotation file says "
+                        f"{width}x{height}")
+            if im.format == "PNG":
+                im.verify()                      # every chunk's CRC, through IEND
+            elif im.format == "JPEG":
+                im.draft("RGB", (max(1, im.size[0] // 8), max(1, im.size[1] // 8)))
+                im.load()                        # all the scan data, at 1/8 scale
+            else:
+                im.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        return f"unreadable or corrupt image ({type(e).__name__})"
+    return None
+
+
+def check_images(datasets):
+    """Check every image of the data sets (``CocoDataset.check_images``); raise ONE DataError
+    (one line) that names every bad file and what is wrong with it."""
+    problems = [p for ds in datasets for p in ds.check_images()]
+    if not problems:
+        return
+    total = sum(len(ds) for ds in datasets)
+    raise DataError(f"{len(problems)} bad image{'s' * (len(problems) != 1)} of {total}: "
+                    + "; ".join(f"{path}: {why}" for path, why in problems))
 
 
 def _quiet(fn, *args, **kwargs):

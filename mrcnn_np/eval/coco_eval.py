@@ -14,6 +14,7 @@ setting" (e.g. APs when no object is small), as pycocotools reports it.
 import contextlib
 import io
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -54,22 +55,62 @@ def predictions_to_coco_results(predictions, image_ids, label_to_cat_id, mask_th
         raise ValueError(f"{len(predictions)} predictions but {len(image_ids)} image ids")
     results = []
     for pred, image_id in zip(predictions, image_ids):
-        boxes = np.asarray(pred["boxes"], np.float64).reshape(-1, 4)       # [D, 4]
-        labels = np.asarray(pred["labels"]).reshape(-1)                    # [D]
-        scores = np.asarray(pred["scores"], np.float64).reshape(-1)        # [D]
         masks = pred.get("masks")
         if masks is not None:
             masks = np.asarray(masks)
             masks = masks.reshape(masks.shape[0], *masks.shape[-2:]) > mask_threshold  # [D, H, W]
-        for d in range(len(scores)):
-            x1, y1, x2, y2 = boxes[d]
-            r = {"image_id": int(image_id),
-                 "category_id": int(label_to_cat_id[int(labels[d])]),
-                 "score": float(scores[d]),
-                 "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)]}
-            if masks is not None:
-                r["segmentation"] = encode_mask(masks[d])
-            results.append(r)
+        results += _results(pred, image_id, label_to_cat_id, masks)
+    return results
+
+
+def _results(pred, image_id, label_to_cat_id, binary_masks=None, start=0):
+    """COCO result dicts of detections ``start ..`` of one image (all of them, or as many as
+    ``binary_masks`` [c, H, W] holds)."""
+    boxes = np.asarray(pred["boxes"], np.float64).reshape(-1, 4)           # [D, 4]
+    labels = np.asarray(pred["labels"]).reshape(-1)                        # [D]
+    scores = np.asarray(pred["scores"], np.float64).reshape(-1)            # [D]
+    stop = len(scores) if binary_masks is None else start + len(binary_masks)
+    out = []
+    for d in range(start, stop):
+        x1, y1, x2, y2 = boxes[d]
+        r = {"image_id": int(image_id),
+             "category_id": int(label_to_cat_id[int(labels[d])]),
+             "score": float(scores[d]),
+             "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)]}
+        if binary_masks is not None:
+            r["segmentation"] = encode_mask(binary_masks[d - start])
+        out.append(r)
+    return out
+
+
+def detection_to_coco_results(pred, image_id, image_size, label_to_cat_id, mask_threshold=0.5,
+                              on_masks=None, max_pixels=None):
+    """One image's detections as COCO results, its masks pasted a chunk at a time.
+
+    Inputs:
+      pred: ``model.predict([image], paste_masks=False)[0]``: boxes [D, 4] in the image's
+        pixels, labels [D], scores [D], masks [D, 1, M, M] not yet pasted (or no masks)
+      image_id: its COCO id;  image_size: (H, W);  label_to_cat_id: as above
+      on_masks: optional ``f(start, binary [c, H, W])``, called with each chunk of pasted,
+        thresholded masks (``predict`` draws the picture with them)
+      max_pixels: the most mask pixels pasted at once (default ``PASTE_CHUNK_PIXELS``)
+
+    Returns the list of result dicts, the same as ``predictions_to_coco_results`` on the
+    pasted masks; memory holds one chunk of full-size masks at a time
+    (``postprocess.paste_masks_in_chunks``), however large the image.
+    """
+    from mrcnn_np.postprocess import PASTE_CHUNK_PIXELS, paste_masks_in_chunks
+    if pred.get("masks") is None:
+        return _results(pred, image_id, label_to_cat_id)
+    results = []
+    boxes = np.asarray(pred["boxes"]).reshape(-1, 4)                       # [D, 4]
+    for start, pasted in paste_masks_in_chunks(np.asarray(pred["masks"]), boxes, image_size,
+                                               max_pixels or PASTE_CHUNK_PIXELS):
+        binary = pasted[:, 0] > mask_threshold                             # [c, H, W]
+        del pasted
+        if on_masks is not None:
+            on_masks(start, binary)
+        results += _results(pred, image_id, label_to_cat_id, binary, start)
     return results
 
 
@@ -129,6 +170,83 @@ def coco_evaluate(coco_gt, results, iou_types=("bbox", "segm")):
             ev.summarize()
         stats[iou_type] = {name: float(v) for name, v in zip(STAT_NAMES, ev.stats)}
     return stats
+
+
+def check_results(results, coco_gt, source="results"):
+    """Check a COCO results list (as ``loadRes`` reads it) against the ground truth, and
+    return it ready for ``coco_evaluate``: each entry a dict with a known ``image_id``, a known
+    ``category_id``, a finite number ``score``, and a ``bbox`` [x, y, w, h] of 4 finite numbers
+    and/or a ``segmentation`` (RLE, or polygons, which are turned into RLE here).
+
+    Raises ValueError, one line naming ``source`` and the first bad entry by its index, for
+    anything else (unknown ids, a missing score, a string bbox, ...)."""
+    coco_gt = _as_coco(coco_gt)
+    if not isinstance(results, list):
+        raise ValueError(f"{source}: not a COCO results file (a list of detections), but a "
+                         f"{type(results).__name__}")
+    unknown_images, unknown_cats = set(), set()
+    out = []
+    for n, r in enumerate(results):
+        where = f"{source}: result {n}"
+        if not isinstance(r, dict):
+            raise ValueError(f"{where} is not a result (an object with image_id, category_id, "
+                             f"score, bbox or segmentation): {str(r)[:60]}")
+        for key in ("image_id", "category_id", "score"):
+            if key not in r:
+                raise ValueError(f"{where} has no {key!r}")
+        for key in ("image_id", "category_id"):
+            if not (isinstance(r[key], int) and not isinstance(r[key], bool)):
+                raise ValueError(f"{where}: {key!r} is not an integer: {str(r[key])[:40]}")
+        if not _is_number(r["score"]):
+            raise ValueError(f"{where}: 'score' is not a finite number: {str(r['score'])[:40]}")
+        if "bbox" not in r and "segmentation" not in r:
+            raise ValueError(f"{where} has neither 'bbox' nor 'segmentation'")
+        if "bbox" in r and not (isinstance(r["bbox"], (list, tuple)) and len(r["bbox"]) == 4
+                                and all(_is_number(v) for v in r["bbox"])):
+            raise ValueError(f"{where}: 'bbox' is not 4 finite numbers [x, y, w, h]: "
+                             f"{str(r['bbox'])[:60]}")
+        if r["image_id"] not in coco_gt.imgs:
+            unknown_images.add(r["image_id"])
+            continue
+        if r["category_id"] not in coco_gt.cats:
+            unknown_cats.add(r["category_id"])
+            continue
+        r = dict(r)
+        if "segmentation" in r:
+            r["segmentation"] = _as_rle(r["segmentation"], coco_gt.imgs[r["image_id"]], where)
+        out.append(r)
+    for what, bad in (("image id", unknown_images), ("category id", unknown_cats)):
+        if bad:
+            shown = ", ".join(str(v) for v in sorted(bad, key=str)[:5])
+            raise ValueError(f"{source}: {len(bad)} unknown {what}{'s' * (len(bad) != 1)} "
+                             f"{shown}{' ...' if len(bad) > 5 else ''} (not in the annotations)")
+    return out
+
+
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _as_rle(seg, img, where):
+    """A result's segmentation as compressed RLE with str counts (polygons rasterised)."""
+    h, w = int(img["height"]), int(img["width"])
+    try:
+        if isinstance(seg, list):                                    # polygons
+            rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
+        elif isinstance(seg, dict) and isinstance(seg.get("counts"), list):  # uncompressed RLE
+            rle = mask_utils.frPyObjects(seg, h, w)
+        elif isinstance(seg, dict) and isinstance(seg.get("counts"), str):
+            rle = dict(seg)
+        else:
+            raise TypeError("not an RLE or polygons")
+        if list(rle["size"]) != [h, w]:
+            raise ValueError(f"size {list(rle['size'])} is not the image's [{h}, {w}]")
+        if isinstance(rle["counts"], bytes):
+            rle["counts"] = rle["counts"].decode("ascii")
+        mask_utils.area(rle)                                         # decodes: fails if garbled
+    except (TypeError, ValueError, KeyError, IndexError) as e:
+        raise ValueError(f"{where}: unusable 'segmentation' ({' '.join(str(e).split())[:80]})") from None
+    return rle
 
 
 def format_table(stats, keys=("AP", "AP50", "AP75", "APs", "APm", "APl")):
