@@ -373,7 +373,10 @@ def cmd_convert(args):
 
 def cmd_demo(args):
     from .demo import run_demo
-    run_demo(args.out, iters=args.iters, progress=not args.no_progress)
+    data = {k: v for k, v in (("num_train", args.num_train), ("num_val", args.num_val)) if v is not None}
+    if any(v <= 0 for v in data.values()):
+        raise UserError("--num-train and --num-val must be positive")
+    run_demo(args.out, iters=args.iters, progress=not args.no_progress, **data)
     return 0
 
 
@@ -453,6 +456,10 @@ def build_parser():
     s = sub.add_parser("demo", help="data, training, evaluation and pictures in runs/demo")
     s.add_argument("--out", default="runs/demo")
     s.add_argument("--iters", type=int, default=None, help="default: the demo's own setting")
+    s.add_argument("--num-train", type=int, default=None,
+                   help="training images to write (default: the demo's own setting)")
+    s.add_argument("--num-val", type=int, default=None,
+                   help="validation images to write (default: the demo's own setting)")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_demo)
     return p
