@@ -6,8 +6,6 @@ that an outside tool (pycocotools itself) scores correctly, and ONE ``error:`` l
 file and the problem for a damaged file, never a traceback.
 """
 import json
-import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,32 +15,13 @@ from PIL import Image
 from mrcnn_np.config import tiny
 from mrcnn_np.data.shapes import make_shapes_dataset
 from mrcnn_np.model import MaskRCNN
-from test_cli import assert_one_line_error, cli
+from test_cli import assert_one_line_error, cli, copy_data
+from test_cli import shapes, weights  # noqa: F401  (the same fixtures: 64-px shapes, tiny weights)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_WEIGHTS = ROOT / "notebooks" / "assets" / "tiny_shapes.npz"  # the demo's trained weights
-SIZE = 64
+SIZE = 64  # the shapes fixture's image side
 TRAIN_FAST = ("--iters", 1, "--batch-size", 1, "--no-progress")
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shapes")
-    make_shapes_dataset(root, num_train=3, num_val=2, image_size=(SIZE, SIZE), seed=1, max_objects=2)
-    return root
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    """Weights of a freshly initialised tiny model (no config.json beside them)."""
-    path = tmp_path_factory.mktemp("w") / "tiny.npz"
-    MaskRCNN(tiny()).save(path)
-    return path
-
-
-def copy_data(src, dst):
-    shutil.copytree(src, dst)
-    return dst
 
 
 def edit_json(path, fn):

@@ -31,6 +31,7 @@ import contextlib
 import io
 import json
 import math
+import os
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -235,16 +236,15 @@ class CocoDataset:
         """Every listed image, checked without decoding it in full: the file exists, its
         header reads, its size is the one the annotation file gives, and its data is whole
         (PNG: every chunk's CRC, up to IEND; JPEG: decoded at 1/8 scale, which reads every
-        entropy-coded segment; other formats: decoded). Returns a list of (path, problem),
-        empty when all is well. About 0.3 ms per image (see the README)."""
-        problems = []
-        for image_id in self.ids:
-            info = self.coco.imgs[image_id]
-            path = self.image_dir / info["file_name"]
-            why = check_image(path, int(info["height"]), int(info["width"]))
-            if why is not None:
-                problems.append((path, why))
-        return problems
+        entropy-coded segment; other formats: decoded), on every CPU core (PIL decodes
+        without the GIL). Returns a list of (path, problem), in ``ids`` order, empty when all
+        is well. Timings for 10,000 images are in the README."""
+        from concurrent.futures import ThreadPoolExecutor
+        jobs = [(self.image_dir / self.coco.imgs[i]["file_name"], int(self.coco.imgs[i]["height"]),
+                 int(self.coco.imgs[i]["width"])) for i in self.ids]
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            found = list(pool.map(lambda job: check_image(*job), jobs, chunksize=64))
+        return [(job[0], why) for job, why in zip(jobs, found) if why is not None]
 
     def __len__(self):
         return len(self.ids)
