@@ -246,7 +246,7 @@ class ResNetBody(Module):
         d = max_pool2d_backward(d, cache["maxpool"])  # [N, w, H/2, W/2]
         d = relu_backward(d, cache["relu"])
         d = self.bn1.backward(d, cache["bn1"])
-        self.conv1.backward(d, cache["conv1"])  # its dx, the image's gradient, is dropped
+        self.conv1.backward(d, cache["conv1"], need_dx=False)  # the image gets no gradient
         return None
 
 

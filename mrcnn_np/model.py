@@ -116,6 +116,7 @@ class MaskRCNN(Module):
         num_anchors = self.anchor_generator.num_anchors_per_location()[0]
         self.rpn = RegionProposalNetwork(cfg, num_anchors, rng)
         self.roi_heads = RoIHeads(cfg, rng)
+        self.set_backend(cfg.backend)  # the convolutions' im2col/col2im kernels too
 
     # -----------------------------------------------------------------------------------
     # Stages shared by training and inference

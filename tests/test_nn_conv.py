@@ -63,12 +63,18 @@ def test_im2col_layout_and_col2im_adjoint():
     x = np.arange(9.0).reshape(1, 1, 3, 3)
     cols = im2col(x, 2, 2, 1, 2, 2)
     # column 0 is the top-left patch (0, 1, 3, 4); column 3 the bottom-right (4, 5, 7, 8)
-    np.testing.assert_array_equal(cols[0, :, 0], [0, 1, 3, 4])
-    np.testing.assert_array_equal(cols[0, :, 3], [4, 5, 7, 8])
+    assert cols.shape == (4, 4)  # [C*kh*kw, N*Ho*Wo]
+    np.testing.assert_array_equal(cols[:, 0], [0, 1, 3, 4])
+    np.testing.assert_array_equal(cols[:, 3], [4, 5, 7, 8])
+    # a second image's patches follow the first's: column (n*Ho + oh)*Wo + ow
+    x2 = np.concatenate([x, x + 100], 0)                          # [2, 1, 3, 3]
+    cols2 = im2col(x2, 2, 2, 1, 2, 2)                             # [4, 8]
+    np.testing.assert_array_equal(cols2[:, 4], [100, 101, 103, 104])
+    np.testing.assert_array_equal(cols2[:, 7], [104, 105, 107, 108])
     # col2im is im2col's adjoint: <im2col(x), c> == <x, col2im(c)>
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 3, 6, 5))
-    c = rng.standard_normal((2, 3 * 9, 2 * 2))
+    c = rng.standard_normal((3 * 9, 2 * 2 * 2))
     lhs = np.sum(im2col(x, 3, 3, 2, 2, 2) * c)
     rhs = np.sum(x * col2im(c, x.shape, 3, 3, 2, 2, 2))
     assert abs(lhs - rhs) < 1e-10
@@ -270,3 +276,48 @@ def test_conv_transpose2d_vs_torch_float64_drawn(case):
     theirs = _torch_grads(torch, torch.nn.functional.conv_transpose2d, x, w, b, dout,
                           stride=s, padding=p)
     _compare(ours, theirs, 1e-10, 1e-10)
+
+
+# -- the numba im2col / col2im kernels: the reference's numbers, bit for bit --------------------
+@settings(max_examples=20)
+@given(conv_case(), st.sampled_from([np.float32, np.float64]))
+def test_numba_im2col_col2im_equal_numpy_bit_for_bit(case, dtype):
+    from kernels.conv_numba import col2im as col2im_numba
+    from kernels.conv_numba import im2col as im2col_numba
+    x, w, b, s, p, rng = _arrays(case, dtype=dtype)
+    k = w.shape[-1]
+    Ho, Wo = (x.shape[2] + 2 * p - k) // s + 1, (x.shape[3] + 2 * p - k) // s + 1
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    cols = im2col(xp, k, k, s, Ho, Wo)                             # [C*k*k, N*Ho*Wo]
+    np.testing.assert_array_equal(im2col_numba(xp, k, k, s, Ho, Wo), cols)
+    c = rng.standard_normal(cols.shape).astype(dtype)
+    np.testing.assert_array_equal(col2im_numba(c, *xp.shape, k, k, s, Ho, Wo),
+                                  col2im(c, xp.shape, k, k, s, Ho, Wo))
+    # through the layers: forward and backward of both kinds of convolution
+    out_np, c_np = conv2d_forward(x, w, b, s, p, backend="numpy")
+    out_nb, c_nb = conv2d_forward(x, w, b, s, p, backend="numba")
+    np.testing.assert_array_equal(out_nb, out_np)
+    dout = rng.standard_normal(out_np.shape).astype(dtype)
+    for g_np, g_nb in zip(conv2d_backward(dout, c_np), conv2d_backward(dout, c_nb)):
+        np.testing.assert_array_equal(g_nb, g_np)
+    wt = rng.standard_normal((x.shape[1], 2, k, k)).astype(dtype)
+    ot_np, ct_np = conv_transpose2d_forward(x, wt, None, s, 0, backend="numpy")
+    ot_nb, ct_nb = conv_transpose2d_forward(x, wt, None, s, 0, backend="numba")
+    np.testing.assert_array_equal(ot_nb, ot_np)
+    dt = rng.standard_normal(ot_np.shape).astype(dtype)
+    for g_np, g_nb in zip(conv_transpose2d_backward(dt, ct_np)[:2], conv_transpose2d_backward(dt, ct_nb)[:2]):
+        np.testing.assert_array_equal(g_nb, g_np)
+
+
+def test_need_dx_false_skips_only_the_input_gradient():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 9, 8))
+    w = rng.standard_normal((4, 3, 3, 3))
+    for k, s, p in [(3, 2, 1), (1, 1, 0)]:
+        out, cache = conv2d_forward(x, w[:, :, :k, :k], np.ones(4), s, p)
+        dout = rng.standard_normal(out.shape)
+        dx, dw, db = conv2d_backward(dout, cache)
+        none, dw2, db2 = conv2d_backward(dout, cache, need_dx=False)
+        assert none is None and dx.shape == x.shape
+        np.testing.assert_array_equal(dw2, dw)
+        np.testing.assert_array_equal(db2, db)

@@ -3,27 +3,44 @@
 Why a convolution is a matrix product (im2col)
 ----------------------------------------------
 Output pixel ``(n, f, oh, ow)`` is a dot product of the filter ``w[f]`` (``C*kh*kw`` numbers)
-with the input patch under it (the same ``C*kh*kw`` numbers). Copy every patch into a column
-of a matrix ``cols`` (``[C*kh*kw, Ho*Wo]`` per image: "image to columns"), and the whole layer
-is one matrix product ``w.reshape(F, C*kh*kw) @ cols``. The product runs in BLAS (OpenBLAS,
-multi-threaded), which is where the speed comes from.
+with the input patch under it (the same ``C*kh*kw`` numbers). Copy every patch of every image
+into a column of one matrix ``cols`` (``[C*kh*kw, N*Ho*Wo]``: "image to columns", the images'
+columns side by side), and the whole layer is ONE matrix product ``w.reshape(F, C*kh*kw) @ cols``
+for the whole batch. The product runs in BLAS (OpenBLAS), which is where the speed comes from.
 
 The backward pass is two more products and the inverse of im2col:
 
     dw    = dout @ cols.T          # [F, C*kh*kw]: every patch weighted by its output gradient
-    dcols = w.T  @ dout            # [C*kh*kw, Ho*Wo]: each patch's share of the gradient
+    dcols = w.T  @ dout            # [C*kh*kw, N*Ho*Wo]: each patch's share of the gradient
     dx    = col2im(dcols)          # patches overlap, so their gradients are *added* back
 
+Here ``dout`` is laid out as ``[F, N*Ho*Wo]``, the same column order as ``cols``. Putting the
+batch into the columns (rather than one product per image) matters when N is large: the mask
+head runs its 3x3 convolutions on N = 32 RoIs of 14x14, and 32 small products cost more than
+one large one, and the weight gradient becomes a single product instead of a sum over images.
+
 ``col2im`` is written as ``kh*kw`` vectorised strided adds, one per kernel offset ``(i, j)``:
-each adds a whole ``[N, C, Ho, Wo]`` slab into the padded gradient. A 1x1 convolution needs no
-im2col at all: its patches are the pixels, so it is a reshape and one matrix product (a stride-2
-1x1 convolution first keeps every second pixel).
+each adds a whole ``[C, N, Ho, Wo]`` slab into the padded gradient. A 1x1 convolution needs no
+im2col at all: its patches are the pixels, so it is a reshape and one matrix product per image
+(a stride-2 1x1 convolution first keeps every second pixel).
+
+When nothing needs the input gradient (the stem, whose input is the image), ``need_dx=False``
+skips ``dcols`` and ``col2im``: that is a third of the stem's backward.
+
+Backends: the two copies, im2col and col2im, also exist as numba kernels that split them over
+all cores (``kernels/conv_numba.py``; ``backend="numba"``, or ``"auto"``, the default). They
+are pure copies and in-order sums, so they give the NumPy reference's numbers bit for bit;
+the matrix products are BLAS's either way (``OPENBLAS_NUM_THREADS`` sets its cores).
 
 Shapes use the letters of ``mrcnn_np/__init__.py``: N images, C channels in, F channels out,
-kh x kw kernel, Ho x Wo output size ``Ho = (H + 2*padding - kh) // stride + 1``.
+kh x kw kernel, Ho x Wo output size ``Ho = (H + 2*padding - kh) // stride + 1``, P = Ho*Wo.
 """
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
+
+from ..ops._backend import DEFAULT_BACKEND, resolve_backend
+
+CONV_KERNELS = ("numba",)  # im2col / col2im kernels in kernels/conv_numba.py
 
 
 def _out_size(size, k, stride, padding):
@@ -41,49 +58,60 @@ def _pad(x, padding):
 
 
 def im2col(xp, kh, kw, stride, Ho, Wo):
-    """Gather every kh x kw patch of an (already padded) image into a column.
+    """Gather every kh x kw patch of a batch of (already padded) images into a column.
 
     Inputs
         xp : [N, C, Hp, Wp] padded input
     Returns
-        cols : [N, C*kh*kw, Ho*Wo]; row ``(c*kh + i)*kw + j`` holds
-               ``xp[n, c, oh*stride + i, ow*stride + j]`` at column ``oh*Wo + ow``.
+        cols : [C*kh*kw, N*Ho*Wo]; row ``(c*kh + i)*kw + j`` holds
+               ``xp[n, c, oh*stride + i, ow*stride + j]`` at column ``(n*Ho + oh)*Wo + ow``.
     The rows are ordered as ``w.reshape(F, C*kh*kw)`` orders a filter, so a convolution is
     ``w.reshape(F, -1) @ cols``.
     """
     N, C = xp.shape[:2]
     sN, sC, sH, sW = xp.strides
-    # A view, no copy: patches[n, c, i, j, oh, ow] = xp[n, c, oh*stride + i, ow*stride + j]
-    patches = as_strided(xp, shape=(N, C, kh, kw, Ho, Wo),
-                         strides=(sN, sC, sH, sW, sH * stride, sW * stride),
-                         writeable=False)                          # [N, C, kh, kw, Ho, Wo]
-    return patches.reshape(N, C * kh * kw, Ho * Wo)               # [N, C*kh*kw, Ho*Wo] (a copy)
+    # A view, no copy: patches[c, i, j, n, oh, ow] = xp[n, c, oh*stride + i, ow*stride + j]
+    patches = as_strided(xp, shape=(C, kh, kw, N, Ho, Wo),
+                         strides=(sC, sH, sW, sN, sH * stride, sW * stride),
+                         writeable=False)                          # [C, kh, kw, N, Ho, Wo]
+    return patches.reshape(C * kh * kw, N * Ho * Wo)              # [C*kh*kw, N*Ho*Wo] (a copy)
 
 
 def col2im(cols, padded_shape, kh, kw, stride, Ho, Wo):
     """The adjoint of :func:`im2col`: add every column back onto the pixels it came from.
 
     Inputs
-        cols : [N, C*kh*kw, Ho*Wo]
+        cols : [C*kh*kw, N*Ho*Wo]
         padded_shape : (N, C, Hp, Wp)
     Returns
         xp : [N, C, Hp, Wp]; overlapping patches add up.
-    One vectorised strided add per kernel offset (i, j): kh*kw adds of an [N, C, Ho, Wo] slab.
+    One vectorised strided add per kernel offset (i, j): kh*kw adds of a [C, N, Ho, Wo] slab.
     """
     N, C, Hp, Wp = padded_shape
     xp = np.zeros(padded_shape, dtype=cols.dtype)                  # [N, C, Hp, Wp]
-    c6 = cols.reshape(N, C, kh, kw, Ho, Wo)                        # [N, C, kh, kw, Ho, Wo]
+    xpt = xp.transpose(1, 0, 2, 3)                                 # [C, N, Hp, Wp], a view
+    c6 = cols.reshape(C, kh, kw, N, Ho, Wo)                        # [C, kh, kw, N, Ho, Wo]
     for i in range(kh):
         for j in range(kw):
-            xp[:, :, i:i + stride * Ho:stride, j:j + stride * Wo:stride] += c6[:, :, i, j]
+            xpt[:, :, i:i + stride * Ho:stride, j:j + stride * Wo:stride] += c6[:, i, j]
     return xp
 
 
-def _matmul_w(w2, a):
-    """``w2 @ a[n]`` for every n: [F, K] x [N, K, P] -> [N, F, P]. One BLAS call when N == 1."""
-    if a.shape[0] == 1:
-        return (w2 @ a[0])[None]
-    return np.matmul(w2, a)
+def _im2col(x, kh, kw, stride, padding, Ho, Wo, backend):
+    """im2col of ``x`` [N, C, H, W] zero-padded by ``padding``: [C*kh*kw, N*Ho*Wo]."""
+    xp = _pad(x, padding)                                          # [N, C, Hp, Wp]
+    if resolve_backend(backend, "conv2d", CONV_KERNELS) == "numba":
+        from kernels.conv_numba import im2col as im2col_numba
+        return im2col_numba(np.ascontiguousarray(xp), kh, kw, stride, Ho, Wo)
+    return im2col(xp, kh, kw, stride, Ho, Wo)
+
+
+def _col2im(cols, padded_shape, kh, kw, stride, Ho, Wo, backend):
+    """col2im with the chosen backend: [C*kh*kw, N*Ho*Wo] -> [N, C, Hp, Wp]."""
+    if resolve_backend(backend, "conv2d", CONV_KERNELS) == "numba":
+        from kernels.conv_numba import col2im as col2im_numba
+        return col2im_numba(np.ascontiguousarray(cols), *padded_shape, kh, kw, stride, Ho, Wo)
+    return col2im(cols, padded_shape, kh, kw, stride, Ho, Wo)
 
 
 def _matmul_nt(a, b):
@@ -98,7 +126,19 @@ def _matmul_nt(a, b):
     return a @ b.T
 
 
-def conv2d_forward(x, w, b=None, stride=1, padding=0):
+def _nchw_to_columns(a):
+    """[N, F, Ho, Wo] -> [F, N*Ho*Wo], the column order of :func:`im2col` (a copy unless N == 1)."""
+    N, F = a.shape[:2]
+    return a.transpose(1, 0, 2, 3).reshape(F, -1)                 # [F, N*Ho*Wo]
+
+
+def _columns_to_nchw(a, N, Ho, Wo):
+    """[F, N*Ho*Wo] -> [N, F, Ho, Wo], contiguous (a copy unless N == 1)."""
+    F = a.shape[0]
+    return np.ascontiguousarray(a.reshape(F, N, Ho, Wo).transpose(1, 0, 2, 3))
+
+
+def conv2d_forward(x, w, b=None, stride=1, padding=0, backend=DEFAULT_BACKEND):
     """2-D convolution (cross-correlation, as torch's ``F.conv2d``), zero padding.
 
     Inputs
@@ -106,6 +146,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
         w : [F, C, kh, kw]
         b : [F] or None
         stride, padding : ints, the same for both spatial axes
+        backend : "numpy" | "numba" | "auto": who does the im2col copy (same numbers)
     Returns
         out : [N, F, Ho, Wo], ``Ho = (H + 2*padding - kh) // stride + 1`` (likewise Wo),
               dtype of x
@@ -118,62 +159,73 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
     Ho, Wo = _out_size(H, kh, stride, padding), _out_size(W, kw, stride, padding)
     w2 = w.reshape(F, C * kh * kw).astype(x.dtype, copy=False)     # [F, C*kh*kw]
     if kh == kw == 1 and padding == 0:
-        # 1x1: the patches are the pixels (every stride-th one). No im2col.
+        # 1x1: the patches are the pixels (every stride-th one). No im2col: one product per
+        # image on [C, Ho*Wo], which is already x's layout (no copy at stride 1).
         xs = x[:, :, ::stride, ::stride] if stride > 1 else x      # [N, C, Ho, Wo]
         cols = np.ascontiguousarray(xs).reshape(N, C, Ho * Wo)     # [N, C, Ho*Wo]
+        out = np.matmul(w2, cols)                                  # [N, F, Ho*Wo]
+        if b is not None:
+            out += b.astype(x.dtype, copy=False)[:, None]
+        out = out.reshape(N, F, Ho, Wo)                            # [N, F, Ho, Wo]
     else:
-        cols = im2col(_pad(x, padding), kh, kw, stride, Ho, Wo)    # [N, C*kh*kw, Ho*Wo]
-    out = _matmul_w(w2, cols)                                      # [N, F, Ho*Wo]
-    if b is not None:
-        out += b.astype(x.dtype, copy=False)[:, None]
-    out = out.reshape(N, F, Ho, Wo)                                # [N, F, Ho, Wo]
-    cache = (x.shape, w, b is not None, stride, padding, cols)
+        cols = _im2col(x, kh, kw, stride, padding, Ho, Wo, backend)  # [C*kh*kw, N*Ho*Wo]
+        out = w2 @ cols                                            # [F, N*Ho*Wo]
+        if b is not None:
+            out += b.astype(x.dtype, copy=False)[:, None]
+        out = _columns_to_nchw(out, N, Ho, Wo)                     # [N, F, Ho, Wo]
+    cache = (x.shape, w, b is not None, stride, padding, cols, backend)
     return out, cache
 
 
-def conv2d_backward(dout, cache):
+def conv2d_backward(dout, cache, need_dx=True):
     """Gradients of :func:`conv2d_forward`.
 
     Inputs
         dout : [N, F, Ho, Wo]
+        need_dx : False when nothing uses the input gradient (the image): dx is not computed
     Returns
-        dx : [N, C, H, W]; dw : [F, C, kh, kw]; db : [F], or None when the forward had no bias
+        dx : [N, C, H, W] (None when ``need_dx`` is False); dw : [F, C, kh, kw];
+        db : [F], or None when the forward had no bias
     """
-    x_shape, w, has_bias, stride, padding, cols = cache
+    x_shape, w, has_bias, stride, padding, cols, backend = cache
     N, C, H, W = x_shape
     F, _, kh, kw = w.shape
     Ho, Wo = dout.shape[2:]
     dtype = cols.dtype
-    d2 = dout.reshape(N, F, Ho * Wo).astype(dtype, copy=False)     # [N, F, Ho*Wo]
+    dout = dout.astype(dtype, copy=False)
     w2 = w.reshape(F, C * kh * kw).astype(dtype, copy=False)       # [F, C*kh*kw]
-    # dw[f, k] = sum over images and output pixels of dout[n, f, p] * cols[n, k, p]
-    if N == 1:
-        dw = _matmul_nt(d2[0], cols[0])                            # [F, C*kh*kw]
-    else:
-        dw = np.tensordot(d2, cols, axes=([0, 2], [0, 2]))         # [F, C*kh*kw]
-    dw = dw.reshape(w.shape).astype(w.dtype, copy=False)           # [F, C, kh, kw]
-    db = d2.sum(axis=(0, 2)) if has_bias else None                 # [F]
-    dcols = _matmul_w(np.ascontiguousarray(w2.T), d2)              # [N, C*kh*kw, Ho*Wo]
+    db = dout.sum(axis=(0, 2, 3)) if has_bias else None            # [F]
     if kh == kw == 1 and padding == 0:
+        d3 = dout.reshape(N, F, Ho * Wo)                           # [N, F, Ho*Wo]
+        # dw[f, c] = sum over images n and pixels p of dout[n, f, p] * x[n, c, p]
+        dw = sum(_matmul_nt(d3[n], cols[n]) for n in range(N)) if N else np.zeros((F, C), dtype)
+        dw = dw.reshape(w.shape).astype(w.dtype, copy=False)       # [F, C, 1, 1]
+        if not need_dx:
+            return None, dw, db
+        dcols = np.matmul(np.ascontiguousarray(w2.T), d3)          # [N, C, Ho*Wo]
         if stride == 1:
-            dx = dcols.reshape(N, C, H, W)                         # [N, C, H, W]
-        else:
-            dx = np.zeros((N, C, H, W), dtype=dtype)               # pixels skipped get 0
-            dx[:, :, ::stride, ::stride] = dcols.reshape(N, C, Ho, Wo)
-    else:
-        Hp, Wp = H + 2 * padding, W + 2 * padding
-        dxp = col2im(dcols, (N, C, Hp, Wp), kh, kw, stride, Ho, Wo)  # [N, C, Hp, Wp]
-        dx = dxp[:, :, padding:padding + H, padding:padding + W]   # [N, C, H, W]
-        dx = np.ascontiguousarray(dx)
+            return dcols.reshape(N, C, H, W), dw, db               # [N, C, H, W]
+        dx = np.zeros((N, C, H, W), dtype=dtype)                   # pixels skipped get 0
+        dx[:, :, ::stride, ::stride] = dcols.reshape(N, C, Ho, Wo)
+        return dx, dw, db
+    d2 = _nchw_to_columns(dout)                                    # [F, N*Ho*Wo]
+    # dw[f, k] = sum over images and output pixels of dout[n, f, p] * cols[k, (n, p)]
+    dw = _matmul_nt(d2, cols).reshape(w.shape).astype(w.dtype, copy=False)  # [F, C, kh, kw]
+    if not need_dx:
+        return None, dw, db
+    dcols = np.ascontiguousarray(w2.T) @ d2                        # [C*kh*kw, N*Ho*Wo]
+    Hp, Wp = H + 2 * padding, W + 2 * padding
+    dxp = _col2im(dcols, (N, C, Hp, Wp), kh, kw, stride, Ho, Wo, backend)  # [N, C, Hp, Wp]
+    dx = np.ascontiguousarray(dxp[:, :, padding:padding + H, padding:padding + W])  # [N, C, H, W]
     return dx, dw, db
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0):
+def conv2d(input, weight, bias=None, stride=1, padding=0, backend=DEFAULT_BACKEND):
     """``torch.nn.functional.conv2d`` (square stride/padding, no dilation/groups): forward only."""
-    return conv2d_forward(input, weight, bias, stride, padding)[0]
+    return conv2d_forward(input, weight, bias, stride, padding, backend)[0]
 
 
-def conv_transpose2d_forward(x, w, b=None, stride=1, padding=0):
+def conv_transpose2d_forward(x, w, b=None, stride=1, padding=0, backend=DEFAULT_BACKEND):
     """Transposed convolution (torch's ``F.conv_transpose2d``, output_padding 0, no groups).
 
     Each input pixel paints a copy of the kernel, scaled by its value, onto the output at
@@ -199,13 +251,14 @@ def conv_transpose2d_forward(x, w, b=None, stride=1, padding=0):
     if Ho < 1 or Wo < 1:
         raise ValueError(f"padding {padding} leaves no output for input {H}x{W}")
     wT = np.ascontiguousarray(w.reshape(C, F * kh * kw).T).astype(x.dtype, copy=False)  # [F*kh*kw, C]
-    cols = _matmul_w(wT, x.reshape(N, C, H * W))                   # [N, F*kh*kw, H*W]
-    outp = col2im(cols, (N, F, Ho + 2 * padding, Wo + 2 * padding), kh, kw, stride, H, W)
+    cols = wT @ _nchw_to_columns(x)                                # [F*kh*kw, N*H*W]
+    outp = _col2im(cols, (N, F, Ho + 2 * padding, Wo + 2 * padding), kh, kw, stride, H, W,
+                   backend)                                        # [N, F, Hp, Wp]
     out = outp[:, :, padding:padding + Ho, padding:padding + Wo]   # [N, F, Ho, Wo]
     out = np.ascontiguousarray(out)
     if b is not None:
         out += b.astype(x.dtype, copy=False)[:, None, None]
-    cache = (x, w, b is not None, stride, padding)
+    cache = (x, w, b is not None, stride, padding, backend)
     return out, cache
 
 
@@ -221,23 +274,22 @@ def conv_transpose2d_backward(dout, cache):
     Returns
         dx : [N, C, H, W]; dw : [C, F, kh, kw]; db : [F] or None
     """
-    x, w, has_bias, stride, padding = cache
+    x, w, has_bias, stride, padding, backend = cache
     N, C, H, W = x.shape
     _, F, kh, kw = w.shape
     dout = dout.astype(x.dtype, copy=False)
-    # The im2col of dout has one column per input pixel (H*W of them).
-    dx, cconv = conv2d_forward(dout, w.astype(x.dtype, copy=False), None, stride, padding)
-    dcols = cconv[-1]                                              # [N, F*kh*kw, H*W]
-    x2 = x.reshape(N, C, H * W)                                    # [N, C, H*W]
-    if N == 1:
-        dw = _matmul_nt(x2[0], dcols[0])                           # [C, F*kh*kw]
-    else:
-        dw = np.tensordot(x2, dcols, axes=([0, 2], [0, 2]))        # [C, F*kh*kw]
+    # The im2col of dout has one column per input pixel (N*H*W of them).
+    dx, cconv = conv2d_forward(dout, w.astype(x.dtype, copy=False), None, stride, padding,
+                               backend)
+    dcols = cconv[5]                                               # [F*kh*kw, N*H*W]
+    if dcols.ndim == 3:  # a 1x1 kernel: conv2d kept its per-image [N, F, H*W] pixels
+        dcols = dcols.transpose(1, 0, 2).reshape(F, -1)            # [F, N*H*W]
+    dw = _matmul_nt(_nchw_to_columns(x), dcols)                    # [C, F*kh*kw]
     dw = dw.reshape(w.shape).astype(w.dtype, copy=False)           # [C, F, kh, kw]
     db = dout.sum(axis=(0, 2, 3)) if has_bias else None            # [F]
     return dx, dw, db
 
 
-def conv_transpose2d(input, weight, bias=None, stride=1, padding=0):
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, backend=DEFAULT_BACKEND):
     """``torch.nn.functional.conv_transpose2d`` (no output_padding/groups/dilation): forward only."""
-    return conv_transpose2d_forward(input, weight, bias, stride, padding)[0]
+    return conv_transpose2d_forward(input, weight, bias, stride, padding, backend)[0]

@@ -13,6 +13,7 @@ import contextlib
 
 import numpy as np
 
+from ..ops._backend import DEFAULT_BACKEND
 from . import init
 from .conv import (conv2d_backward, conv2d_forward, conv_transpose2d_backward,
                    conv_transpose2d_forward)
@@ -119,6 +120,14 @@ class Module:
             for m, keep in saved:
                 object.__setattr__(m, "keep_cache", keep)
 
+    def set_backend(self, backend):
+        """Which kernels every convolution below uses for its im2col/col2im copies: "numpy" |
+        "numba" | "auto" (``cfg.backend``; the model sets it). The numbers are the same."""
+        for _, m in self.named_modules():
+            if isinstance(m, (Conv2d, ConvTranspose2d)):
+                object.__setattr__(m, "backend", backend)
+        return self
+
     def astype(self, dtype):
         """Cast every parameter, gradient and floating buffer (float64 for gradient checks)."""
         for _, m in self.named_modules():
@@ -181,14 +190,16 @@ class Conv2d(Module):
         self.add_weight_and_bias((out_channels, in_channels, kernel_size, kernel_size), bias, rng,
                                  init_fn)
         self.stride, self.padding = stride, padding
+        self.backend = DEFAULT_BACKEND  # who copies im2col/col2im (set_backend); same numbers
 
     def forward(self, x):
         out, cache = conv2d_forward(x, self.params["weight"], self.params.get("bias"),
-                              self.stride, self.padding)
+                                    self.stride, self.padding, self.backend)
         return out, (cache if self.keep_cache else None)
 
-    def backward(self, dout, cache):
-        dx, dw, db = conv2d_backward(dout, cache)
+    def backward(self, dout, cache, need_dx=True):
+        """Accumulates dw, db; returns dx (None with ``need_dx=False``: nothing below uses it)."""
+        dx, dw, db = conv2d_backward(dout, cache, need_dx=need_dx)
         self.accumulate(dw, db)
         return dx
 
@@ -202,10 +213,11 @@ class ConvTranspose2d(Module):
         self.add_weight_and_bias((in_channels, out_channels, kernel_size, kernel_size), bias, rng,
                                  init_fn)
         self.stride, self.padding = stride, padding
+        self.backend = DEFAULT_BACKEND  # who does col2im (set_backend); same numbers
 
     def forward(self, x):
         out, cache = conv_transpose2d_forward(x, self.params["weight"], self.params.get("bias"),
-                                        self.stride, self.padding)
+                                              self.stride, self.padding, self.backend)
         return out, (cache if self.keep_cache else None)
 
     def backward(self, dout, cache):

@@ -1,0 +1,56 @@
+"""im2col and col2im on all cores (numba). Reference: ``mrcnn_np/nn/conv.py``.
+
+A convolution is im2col (a copy), one BLAS matrix product, and for the backward two more
+products and col2im (strided adds). BLAS uses every core it is given; NumPy's copies and adds
+use one. At the tiny preset's sizes the copies are a third of a convolution's time, so on two
+cores they are what is left serial. These two kernels do the same copies and the same adds,
+split over cores with ``prange``:
+
+- ``im2col``: one row of ``cols`` per task (a channel and a kernel offset ``(c, i, j)``); each
+  row is written by exactly one thread.
+- ``col2im``: one input channel per task, so each thread owns whole planes of the gradient
+  (no atomics), and it adds the kernel offsets in the reference's ``(i, j)`` order.
+
+Both are pure copies and in-order additions: their results equal the NumPy reference bit for
+bit (``tests/test_nn_conv.py``). This file imports nothing from ``mrcnn_np``; the caller pads
+the input and computes the output size.
+"""
+import numba
+import numpy as np
+
+
+@numba.njit(parallel=True, cache=True)
+def im2col(xp, kh, kw, stride, Ho, Wo):
+    """xp [N, C, Hp, Wp] (padded) -> cols [C*kh*kw, N*Ho*Wo]; row ``(c*kh + i)*kw + j`` holds
+    ``xp[n, c, oh*stride + i, ow*stride + j]`` at column ``(n*Ho + oh)*Wo + ow``."""
+    N, C = xp.shape[0], xp.shape[1]
+    cols = np.empty((C * kh * kw, N * Ho * Wo), xp.dtype)
+    for r in numba.prange(C * kh * kw):
+        c = r // (kh * kw)
+        i = (r // kw) % kh
+        j = r % kw
+        for n in range(N):
+            for oh in range(Ho):
+                src = xp[n, c, oh * stride + i]        # one padded input row [Wp]
+                dst = (n * Ho + oh) * Wo
+                for ow in range(Wo):
+                    cols[r, dst + ow] = src[ow * stride + j]
+    return cols
+
+
+@numba.njit(parallel=True, cache=True)
+def col2im(cols, N, C, Hp, Wp, kh, kw, stride, Ho, Wo):
+    """The adjoint of :func:`im2col`: cols [C*kh*kw, N*Ho*Wo] -> xp [N, C, Hp, Wp], where
+    overlapping patches add up, kernel offsets in (i, j) order as in the reference."""
+    xp = np.zeros((N, C, Hp, Wp), cols.dtype)
+    for c in numba.prange(C):                          # each thread owns channel c's planes
+        for n in range(N):
+            for i in range(kh):
+                for j in range(kw):
+                    r = (c * kh + i) * kw + j
+                    for oh in range(Ho):
+                        dst = xp[n, c, oh * stride + i]   # one padded gradient row [Wp]
+                        src = (n * Ho + oh) * Wo
+                        for ow in range(Wo):
+                            dst[ow * stride + j] += cols[r, src + ow]
+    return xp
