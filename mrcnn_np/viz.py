@@ -9,6 +9,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 MASK_ALPHA = 0.45   # opacity of a mask's colour over the image
+OBJECT_IOU = 0.5    # detections overlapping more than this are taken as one object (pictures)
+GALLERY_TILE = 256  # least side of a gallery tile in pixels: 128-px images are drawn at 2x
 
 # Colour of label l is PALETTE[l % len(PALETTE)] (matplotlib's "tab10", as 0..255 RGB).
 PALETTE = np.array([
@@ -39,8 +41,34 @@ def to_uint8_hwc(image):
     return np.ascontiguousarray(image)                                    # [H, W, 3]
 
 
+def blend_masks(canvas, masks, labels, mask_threshold=0.5):
+    """Blend masks into ``canvas`` [H, W, 3] float64 (0..255), in place, each with opacity
+    MASK_ALPHA in its label's colour, in order. masks: [D, H, W] or [D, 1, H, W], binary or
+    soft (a pixel is in when > mask_threshold); labels: [D]. Blending a few masks at a time
+    gives the same canvas as all at once (``predict`` does that for large images)."""
+    masks = np.asarray(masks)
+    masks = masks.reshape(masks.shape[0], *masks.shape[-2:]) > mask_threshold  # [D, H, W]
+    for m, label in zip(masks, np.asarray(labels).reshape(-1)):
+        colour = np.array(label_colour(label), np.float64)
+        canvas[m] = (1 - MASK_ALPHA) * canvas[m] + MASK_ALPHA * colour
+    return canvas
+
+
+def one_per_object(boxes, scores, iou_threshold=OBJECT_IOU):
+    """Indices of the detections to draw, one per object: greedy NMS across classes.
+
+    torchvision's post-processing runs NMS per class, so one object can keep a detection of
+    each class ("circle 0.67" and "square 0.62" on one circle): right for COCO AP, which scores
+    every class separately, but a picture should say one thing per object. This keeps, among
+    detections overlapping by IoU > ``iou_threshold``, only the top-scoring one."""
+    from .ops.nms import nms
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)                 # [D, 4]
+    return np.sort(nms(boxes, np.asarray(scores, np.float64).reshape(-1), iou_threshold,
+                       backend="numpy"))
+
+
 def draw_instances(image, boxes, labels, scores=None, masks=None, class_names=None,
-                   score_threshold=0.5, mask_threshold=0.5):
+                   score_threshold=0.5, mask_threshold=0.5, scale=1, one_label_per_object=True):
     """Draw detections (or ground truth) on an image.
 
     Inputs:
@@ -52,40 +80,55 @@ def draw_instances(image, boxes, labels, scores=None, masks=None, class_names=No
         or None
       class_names: names indexed by label, or None (the caption shows the number)
       score_threshold: instances scoring below it are not drawn
+      scale: an integer; the picture is drawn ``scale`` times larger (nearest neighbour), so
+        that captions on small images stay readable
+      one_label_per_object: with scores, draw only the top-scoring detection of each object
+        (:func:`one_per_object`); ground truth (no scores) is always drawn whole
 
-    Returns [H, W, 3] uint8: masks blended with opacity MASK_ALPHA in the label's colour,
-    a one-pixel box outline in that colour, and a "name score" caption above the box.
+    Returns [scale*H, scale*W, 3] uint8: masks blended with opacity MASK_ALPHA in the label's
+    colour, a box outline in that colour, and a "name score" caption above the box, moved
+    inside the picture where it would stick out.
     """
+    scale = int(scale)
     canvas = to_uint8_hwc(image).astype(np.float64)                      # [H, W, 3]
+    canvas = canvas.repeat(scale, 0).repeat(scale, 1)                    # [sH, sW, 3]
     H, W = canvas.shape[:2]
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)                 # [D, 4]
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4) * scale         # [D, 4]
     labels = np.asarray(labels).reshape(-1)                              # [D]
     keep = np.ones(len(labels), bool) if scores is None else \
         np.asarray(scores, np.float64).reshape(-1) >= score_threshold    # [D]
+    if scores is not None and one_label_per_object and keep.any():
+        shown = np.flatnonzero(keep)[one_per_object(boxes[keep], np.asarray(scores)[keep])]
+        keep = np.zeros_like(keep)
+        keep[shown] = True
+    if masks is not None and scale > 1:
+        masks = np.asarray(masks)[keep]
+        masks = masks.repeat(scale, -2).repeat(scale, -1)                # [D', .., sH, sW]
+        blend_masks(canvas, masks, labels[keep], mask_threshold)
+        masks = None
     if masks is not None:
-        masks = np.asarray(masks)
-        masks = masks.reshape(masks.shape[0], *masks.shape[-2:]) > mask_threshold  # [D, H, W]
-        for d in np.flatnonzero(keep):
-            colour = np.array(label_colour(labels[d]), np.float64)
-            m = masks[d]
-            canvas[m] = (1 - MASK_ALPHA) * canvas[m] + MASK_ALPHA * colour
+        blend_masks(canvas, np.asarray(masks)[keep], labels[keep], mask_threshold)
     out = Image.fromarray(np.round(canvas).astype(np.uint8))
     draw = ImageDraw.Draw(out)
     font = ImageFont.load_default()
     for d in np.flatnonzero(keep):
         colour = label_colour(labels[d])
         x1, y1, x2, y2 = boxes[d]
-        draw.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=colour, width=1)
+        draw.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=colour, width=scale)
         name = class_names[int(labels[d])] if class_names is not None else str(int(labels[d]))
         text = name if scores is None else f"{name} {float(scores[d]):.2f}"
-        tx, ty = x1, max(0.0, y1 - 11)
+        l, t, r, b = draw.textbbox((0, 0), text, font=font)             # the caption's size
+        tw, th = r - l, b - t
+        tx = min(max(1.0, x1), W - tw - 1)                               # inside, left to right
+        ty = y1 - th - 3 if y1 - th - 3 >= 1 else min(y1 + 2, H - th - 2)  # above, else inside
         l, t, r, b = draw.textbbox((tx, ty), text, font=font)
         draw.rectangle([l - 1, t - 1, r, b], fill=colour)
         draw.text((tx, ty), text, fill=(255, 255, 255), font=font)
     return np.asarray(out).copy()                                        # [H, W, 3]
 
 
-def save_gallery(images_with_preds, path, cols=4, class_names=None, score_threshold=0.5, pad=4):
+def save_gallery(images_with_preds, path, cols=4, class_names=None, score_threshold=0.5, pad=4,
+                 min_side=GALLERY_TILE):
     """Save a grid of pictures as one PNG.
 
     Inputs:
@@ -95,14 +138,20 @@ def save_gallery(images_with_preds, path, cols=4, class_names=None, score_thresh
       path: the PNG to write
       cols: pictures per row; pad: white pixels between pictures
 
-    Returns the path.  Pictures of different sizes sit top-left in equal cells.
+    Returns the path.  Pictures of different sizes sit top-left in equal cells. Each picture
+    given as (image, prediction) is drawn at the least integer scale that makes its shorter
+    side at least ``min_side`` pixels (GALLERY_TILE, 256), with one label per object
+    (:func:`one_per_object`).
     """
     tiles = []
     for item in images_with_preds:
         if isinstance(item, (tuple, list)):
             image, pred = item
+            side = min(to_uint8_hwc(image).shape[:2])
+            scale = max(1, -(-min_side // side))  # the least integer making a tile >= min_side
             tiles.append(draw_instances(image, pred["boxes"], pred["labels"], pred.get("scores"),
-                                        pred.get("masks"), class_names, score_threshold))
+                                        pred.get("masks"), class_names, score_threshold,
+                                        scale=scale))
         else:
             tiles.append(to_uint8_hwc(item))
     if not tiles:

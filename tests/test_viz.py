@@ -53,7 +53,8 @@ def test_save_gallery(tmp_path):
     pred = dict(boxes=boxes, labels=labels, scores=scores, masks=masks)
     drawn = np.zeros((30, 40, 3), np.uint8)
     items = [(image, pred)] * 4 + [drawn]
-    p = save_gallery(items, tmp_path / "sub" / "g.png", cols=2, class_names=["bg", "cat", "dog"])
+    p = save_gallery(items, tmp_path / "sub" / "g.png", cols=2, class_names=["bg", "cat", "dog"],
+                     min_side=1)
     with Image.open(p) as im:
         assert im.size == (4 + 2 * (W + 4), 4 + 3 * (H + 4))      # 2 columns, 3 rows, pad 4
         arr = np.asarray(im.convert("RGB"))
@@ -61,3 +62,35 @@ def test_save_gallery(tmp_path):
     np.testing.assert_array_equal(arr[4 + 2 * (H + 4):][:30, 4:44], drawn)
     with pytest.raises(ValueError):
         save_gallery([], tmp_path / "x.png")
+    # by default a tile is drawn at the least integer scale giving a side >= 256 px
+    scale = -(-256 // min(H, W))
+    p = save_gallery([(image, pred)], tmp_path / "big.png", class_names=["bg", "cat", "dog"])
+    with Image.open(p) as im:
+        assert im.size == (4 + scale * W + 4, 4 + scale * H + 4)
+        arr = np.asarray(im.convert("RGB"))
+    np.testing.assert_array_equal(arr[4:4 + scale * H, 4:4 + scale * W], draw_instances(
+        image, boxes, labels, scores, masks, ["bg", "cat", "dog"], scale=scale))
+
+
+def test_one_label_per_object_and_captions_inside():
+    # two detections of one object (IoU 0.82, classes 1 and 2) and one elsewhere: the picture
+    # keeps the top-scoring detection of the object and the separate one
+    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 11], [20, 20, 30, 30]], np.float64)
+    scores = np.array([0.6, 0.9, 0.7])
+    from mrcnn_np.viz import one_per_object
+    np.testing.assert_array_equal(one_per_object(boxes, scores), [1, 2])
+    # a box touching the top edge of an 80x80 image: no room above it, so its caption (white
+    # text on the label colour, wider than the box) is drawn inside, just below the box's top;
+    # only the caption can paint the label colour right of the box's outline (x >= 12)
+    image = np.zeros((80, 80, 3), np.uint8)
+    colour = np.array(label_colour(1), np.uint8)
+    out = draw_instances(image, boxes[:1], np.array([1]), np.array([0.9]), class_names=["bg", "cat"])
+    caption = (out[:, 12:] == colour).all(-1)                      # [80, 68]
+    assert caption.sum() > 50
+    rows = np.flatnonzero(caption.any(1))
+    assert rows.min() >= 1 and rows.max() < 20                     # inside the picture, at the top
+    # a box at the right edge: the caption is moved left so that it ends inside the picture
+    out = draw_instances(image, np.array([[72, 40, 79, 50]]), np.array([1]), np.array([0.9]),
+                         class_names=["bg", "cat"])
+    cols = np.flatnonzero((out == colour).all(-1).any(0))
+    assert cols.min() < 60 and cols.max() <= 79
