@@ -138,8 +138,8 @@ def read_checkpoint(path):
     (truncated, not an .npz, an object array, a missing or garbled entry)."""
     try:
         z = load_npz(path)
-    except BadNpzFile as e:
-        raise DataError(f"{e} (not a readable checkpoint)") from None
+    except BadNpzFile as e:  # "<path>: <what>" -> "<path>: not a readable checkpoint: <what>"
+        raise DataError(str(e).replace(": ", ": not a readable checkpoint: ", 1)) from None
     missing = [k for k in ("iteration", "rng_state", "config", "hparams", "class_names")
                if k not in z]
     if missing:

@@ -134,7 +134,7 @@ def _check_annotation(ann, img, cat_ids):
     if isinstance(seg, list):
         numbers += [v for poly in seg for v in poly]
     if not _finite(numbers):
-        return "a number that is not finite"
+        return "number not finite (NaN or Inf)"
     h, w = img["height"], img["width"]
     box = _bbox_of(ann, h, w)
     if box is None or box[2] - box[0] <= 0 or box[3] - box[1] <= 0 or ann.get("area", 1) <= 0:
