@@ -128,6 +128,24 @@ def paste_masks_in_image(masks, boxes, img_shape, padding=1):
     return out
 
 
+PASTE_CHUNK_PIXELS = 2 ** 25  # 32 Mpx: a float32 chunk of pasted masks holds at most 128 MiB
+
+
+def paste_masks_in_chunks(masks, boxes, img_shape, max_pixels=PASTE_CHUNK_PIXELS):
+    """``paste_masks_in_image`` a few detections at a time, so that memory stays bounded
+    however many detections and however large the image (100 masks of 4000 x 3000 would be
+    4.8 GB at once). Each mask is pasted on its own, so the chunks equal the one-shot result.
+
+    Yields (start, pasted): pasted [c, 1, h, w] holds detections start .. start + c - 1, with
+    c * h * w <= max_pixels (at least one detection per chunk).
+    """
+    h, w = int(img_shape[0]), int(img_shape[1])
+    step = max(1, max_pixels // max(1, h * w))
+    for start in range(0, len(masks), step):
+        yield start, paste_masks_in_image(masks[start:start + step], boxes[start:start + step],
+                                          img_shape)
+
+
 # ------------------------------------------------------------------------------------------------
 # masks from the mask head
 # ------------------------------------------------------------------------------------------------
