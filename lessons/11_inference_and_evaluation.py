@@ -80,12 +80,13 @@ print("classes:", names)
 # %% [markdown]
 # ## 1. Post-processing, step by step
 #
-# `MaskRCNN.predict` runs the backbone and the RPN (300 proposals per image at test time),
-# pools a 7 x 7 feature for every proposal, and the box head gives, per proposal, K = 4 class
-# logits and 4K box deltas. `postprocess_detections` turns those into detections:
+# `MaskRCNN.predict` runs the backbone and the RPN (300 proposals per image at test time);
+# its `detect` pools a 7 x 7 feature for every proposal, and the box head gives, per proposal,
+# K = 4 class logits and 4K box deltas. `postprocess_detections` turns those into detections:
 
 # %%
-print(inspect.getsource(MaskRCNN.predict).split("mask_feats, _")[0])
+print(inspect.getsource(MaskRCNN.predict))
+print(inspect.getsource(MaskRCNN.detect).split("mask_feats, _")[0])
 
 # %% [markdown]
 # We run the same stages on one validation image (with the model's own helpers, the ones
