@@ -116,12 +116,16 @@ print("gradient:", nn.sigmoid_backward(np.ones(5), cache))
 # $$\underbrace{out}_{[F,\ H_o W_o]} = \underbrace{W}_{[F,\ C k_h k_w]}\ \underbrace{cols}_{[C k_h k_w,\ H_o W_o]},
 # \qquad H_o = \left\lfloor \frac{H + 2p - k_h}{s} \right\rfloor + 1.$$
 #
+# For a batch of N images the columns of all images sit side by side, `cols` is
+# `[C kh kw, N Ho Wo]`, and ONE product serves the whole batch (the mask head's convolutions
+# run on 32 RoIs at once, where one large product is much faster than 32 small ones).
+#
 # The picture shows it for one channel, a 4x4 image and a 3x3 kernel (stride 1, no padding):
 # four patches, four columns of nine numbers.
 
 # %%
 img = np.arange(16.0).reshape(1, 1, 4, 4)
-cols = nn.im2col(img, 3, 3, 1, 2, 2)[0]                      # [9, 4]
+cols = nn.im2col(img, 3, 3, 1, 2, 2)                         # [9, 4] = [C*kh*kw, N*Ho*Wo]
 print(cols)
 
 fig, axes = plt.subplots(1, 5, figsize=(13, 3), gridspec_kw={"width_ratios": [1, 1, 1, 1, 1.3]})
@@ -152,8 +156,10 @@ plt.show()
 # - `dx = col2im(dcols)`: patches overlap, so the shares of one pixel are **added** back.
 #
 # `col2im` is written as `kh*kw` vectorised adds: for each kernel offset `(i, j)` one whole
-# `[N, C, Ho, Wo]` slab is added into the padded gradient at stride `s`. A 1x1 convolution
+# `[C, N, Ho, Wo]` slab is added into the padded gradient at stride `s`. A 1x1 convolution
 # needs no im2col at all (its patches are the pixels): a reshape and one matrix product.
+# When nothing needs the input's gradient (the first layer, whose input is the image),
+# `need_dx=False` skips `dcols` and `col2im`.
 
 # %%
 print(inspect.getsource(nn.conv2d_backward))
@@ -257,11 +263,25 @@ for name, t in [("loops over outputs", t_loops), ("9 offset products", t_offsets
 # ResNet-50's convs) skip im2col entirely. Second, for the weight gradient `dout @ cols.T`
 # OpenBLAS was up to 8x faster when asked for the transposed product `(cols @ dout.T).T`
 # whenever `cols` has more rows than `dout` (the stem: 147 rows against 64), so
-# `conv2d_backward` picks the orientation by shape. We kept col2im in NumPy: its `kh*kw`
-# slab additions cost less than a fifth of a 3x3 layer's time, so a Numba kernel would buy
-# little. We also tried skipping im2col for stride-1 3x3 layers (nine matrix products, one
-# per kernel offset, on shifted views of the flattened padded image): measured, it was no
-# faster (1.0-2.1x slower), so im2col stayed.
+# `conv2d_backward` picks the orientation by shape. On one core col2im's `kh*kw` slab
+# additions cost less than a fifth of a 3x3 layer's time; but BLAS uses every core and NumPy's
+# copies use one, so for training on two cores im2col and col2im also exist as Numba kernels
+# (`kernels/conv_numba.py`, chosen by `backend=`) that split the copies over the cores. They
+# are pure copies and in-order sums, so they give exactly the NumPy version's numbers.
+# We also tried skipping im2col for stride-1 3x3 layers (nine matrix products, one per kernel
+# offset, on shifted views of the flattened padded image): measured, it was no faster
+# (1.0-2.1x slower), so im2col stayed.
+
+# %%
+x = rng.standard_normal((2, 16, 12, 12)).astype(np.float32)
+W = rng.standard_normal((8, 16, 3, 3)).astype(np.float32)
+out_np, cache_np = nn.conv2d_forward(x, W, None, 2, 1, backend="numpy")
+out_nb, cache_nb = nn.conv2d_forward(x, W, None, 2, 1, backend="numba")
+dout = rng.standard_normal(out_np.shape).astype(np.float32)
+assert np.array_equal(out_nb, out_np)
+assert all(np.array_equal(a, b) for a, b in zip(nn.conv2d_backward(dout, cache_nb)[:2],
+                                                nn.conv2d_backward(dout, cache_np)[:2]))
+print("numba im2col/col2im == NumPy, bit for bit: forward, dx and dW")
 
 # %% [markdown]
 # ## Transposed convolution: painting kernels

@@ -128,7 +128,7 @@ def cmd_train(args):
     from .config import get_config
     from .train import train
     try:
-        cfg = get_config(args.config)
+        cfg = get_config(args.config, backend=args.backend)
     except ValueError as e:
         raise UserError(str(e)) from None
     if args.iters <= 0 or args.batch_size <= 0 or not args.lr > 0:
@@ -414,6 +414,9 @@ def build_parser():
     s.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.npz")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("--backend", default="auto", choices=("numpy", "numba", "auto"),
+                   help="numpy: the readable reference only; auto/numba: the numba kernels "
+                        "(the same numbers, on every core)")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("predict", help="draw the model's detections on images")
