@@ -273,7 +273,7 @@ for name, t in [("loops over outputs", t_loops), ("9 offset products", t_offsets
 # (1.0-2.1x slower), so im2col stayed.
 
 # %%
-x = rng.standard_normal((2, 16, 12, 12)).astype(np.float32)
+x = rng.standard_normal((2, 16, 40, 40)).astype(np.float32)  # cols: 115,200 numbers
 W = rng.standard_normal((8, 16, 3, 3)).astype(np.float32)
 out_np, cache_np = nn.conv2d_forward(x, W, None, 2, 1, backend="numpy")
 out_nb, cache_nb = nn.conv2d_forward(x, W, None, 2, 1, backend="numba")

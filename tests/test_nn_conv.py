@@ -282,6 +282,7 @@ def test_conv_transpose2d_vs_torch_float64_drawn(case):
 @settings(max_examples=20)
 @given(conv_case(), st.sampled_from([np.float32, np.float64]))
 def test_numba_im2col_col2im_equal_numpy_bit_for_bit(case, dtype):
+    import mrcnn_np.nn.conv as conv_module
     from kernels.conv_numba import col2im as col2im_numba
     from kernels.conv_numba import im2col as im2col_numba
     x, w, b, s, p, rng = _arrays(case, dtype=dtype)
@@ -293,7 +294,16 @@ def test_numba_im2col_col2im_equal_numpy_bit_for_bit(case, dtype):
     c = rng.standard_normal(cols.shape).astype(dtype)
     np.testing.assert_array_equal(col2im_numba(c, *xp.shape, k, k, s, Ho, Wo),
                                   col2im(c, xp.shape, k, k, s, Ho, Wo))
-    # through the layers: forward and backward of both kinds of convolution
+    # through the layers: forward and backward of both kinds of convolution (the layers hand
+    # copies below KERNEL_MIN_ELEMENTS to NumPy; lift that so that the kernels run here)
+    saved, conv_module.KERNEL_MIN_ELEMENTS = conv_module.KERNEL_MIN_ELEMENTS, 0
+    try:
+        _layers_agree(x, w, b, s, p, k, rng, dtype)
+    finally:
+        conv_module.KERNEL_MIN_ELEMENTS = saved
+
+
+def _layers_agree(x, w, b, s, p, k, rng, dtype):
     out_np, c_np = conv2d_forward(x, w, b, s, p, backend="numpy")
     out_nb, c_nb = conv2d_forward(x, w, b, s, p, backend="numba")
     np.testing.assert_array_equal(out_nb, out_np)

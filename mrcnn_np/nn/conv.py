@@ -41,6 +41,15 @@ from numpy.lib.stride_tricks import as_strided
 from ..ops._backend import DEFAULT_BACKEND, resolve_backend
 
 CONV_KERNELS = ("numba",)  # im2col / col2im kernels in kernels/conv_numba.py
+# Below this many elements of ``cols`` the copy takes a few microseconds and starting the
+# kernel's threads costs more than it saves (gradient checks, 1x1 maps): NumPy does it.
+KERNEL_MIN_ELEMENTS = 1 << 16
+
+
+def _use_kernel(backend, n_elements):
+    """True when the numba im2col/col2im should do a copy of ``n_elements`` numbers."""
+    return (resolve_backend(backend, "conv2d", CONV_KERNELS) == "numba"
+            and n_elements >= KERNEL_MIN_ELEMENTS)
 
 
 def _out_size(size, k, stride, padding):
@@ -100,7 +109,7 @@ def col2im(cols, padded_shape, kh, kw, stride, Ho, Wo):
 def _im2col(x, kh, kw, stride, padding, Ho, Wo, backend):
     """im2col of ``x`` [N, C, H, W] zero-padded by ``padding``: [C*kh*kw, N*Ho*Wo]."""
     xp = _pad(x, padding)                                          # [N, C, Hp, Wp]
-    if resolve_backend(backend, "conv2d", CONV_KERNELS) == "numba":
+    if _use_kernel(backend, x.shape[0] * x.shape[1] * kh * kw * Ho * Wo):
         from kernels.conv_numba import im2col as im2col_numba
         return im2col_numba(np.ascontiguousarray(xp), kh, kw, stride, Ho, Wo)
     return im2col(xp, kh, kw, stride, Ho, Wo)
@@ -108,7 +117,7 @@ def _im2col(x, kh, kw, stride, padding, Ho, Wo, backend):
 
 def _col2im(cols, padded_shape, kh, kw, stride, Ho, Wo, backend):
     """col2im with the chosen backend: [C*kh*kw, N*Ho*Wo] -> [N, C, Hp, Wp]."""
-    if resolve_backend(backend, "conv2d", CONV_KERNELS) == "numba":
+    if _use_kernel(backend, cols.size):
         from kernels.conv_numba import col2im as col2im_numba
         return col2im_numba(np.ascontiguousarray(cols), *padded_shape, kh, kw, stride, Ho, Wo)
     return col2im(cols, padded_shape, kh, kw, stride, Ho, Wo)
