@@ -6,14 +6,20 @@ use one. At the tiny preset's sizes the copies are a third of a convolution's ti
 cores they are what is left serial. These two kernels do the same copies and the same adds,
 split over cores with ``prange``:
 
-- ``im2col``: one row of ``cols`` per task (a channel and a kernel offset ``(c, i, j)``); each
-  row is written by exactly one thread.
+- ``im2col``: one task per row of ``cols`` (a channel and a kernel offset ``(c, i, j)``) and
+  image; each task writes its own stretch of the row.
 - ``col2im``: one input channel per task, so each thread owns whole planes of the gradient
   (no atomics), and it adds the kernel offsets in the reference's ``(i, j)`` order.
 
 Both are pure copies and in-order additions: their results equal the NumPy reference bit for
 bit (``tests/test_nn_conv.py``). This file imports nothing from ``mrcnn_np``; the caller pads
 the input and computes the output size.
+
+Measured on the 2-core machine, 2 numba threads, the tiny preset's shapes (ms, NumPy vs these
+kernels): im2col of the mask head's 32 RoIs x 32 ch at 14x14 1.29 vs 1.08, of P2's 3x3 conv
+(2 x 64 ch at 48x48) 1.39 vs 0.44, of the stem (stride 2) 1.82 vs 1.88; col2im of the same
+2.78 vs 1.89, 2.43 vs 1.75 and 4.60 vs 1.85. On one thread they are NumPy's speed, within
+~10% either way.
 """
 import numba
 import numpy as np
@@ -22,19 +28,30 @@ import numpy as np
 @numba.njit(parallel=True, cache=True)
 def im2col(xp, kh, kw, stride, Ho, Wo):
     """xp [N, C, Hp, Wp] (padded) -> cols [C*kh*kw, N*Ho*Wo]; row ``(c*kh + i)*kw + j`` holds
-    ``xp[n, c, oh*stride + i, ow*stride + j]`` at column ``(n*Ho + oh)*Wo + ow``."""
+    ``xp[n, c, oh*stride + i, ow*stride + j]`` at column ``(n*Ho + oh)*Wo + ow``.
+
+    One task per (row, image): each writes its own ``Ho*Wo`` stretch of one row. At stride 1
+    each output row of a patch is a contiguous slice of an input row (one vector copy); a
+    first version with a scalar loop there was up to 2x slower than NumPy's copy."""
     N, C = xp.shape[0], xp.shape[1]
-    cols = np.empty((C * kh * kw, N * Ho * Wo), xp.dtype)
-    for r in numba.prange(C * kh * kw):
+    K = C * kh * kw
+    cols = np.empty((K, N * Ho * Wo), xp.dtype)
+    for t in numba.prange(K * N):
+        r = t // N
+        n = t % N
         c = r // (kh * kw)
         i = (r // kw) % kh
         j = r % kw
-        for n in range(N):
-            for oh in range(Ho):
-                src = xp[n, c, oh * stride + i]        # one padded input row [Wp]
-                dst = (n * Ho + oh) * Wo
+        row = cols[r]
+        plane = xp[n, c]                               # [Hp, Wp]
+        for oh in range(Ho):
+            src = plane[oh * stride + i]               # one padded input row [Wp]
+            dst = (n * Ho + oh) * Wo
+            if stride == 1:
+                row[dst:dst + Wo] = src[j:j + Wo]
+            else:
                 for ow in range(Wo):
-                    cols[r, dst + ow] = src[ow * stride + j]
+                    row[dst + ow] = src[ow * stride + j]
     return cols
 
 

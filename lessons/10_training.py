@@ -31,7 +31,8 @@
 #
 # with momentum $\mu = 0.9$, weight decay $\lambda = 10^{-4}$ and a learning rate $\eta_i$ that
 # depends on the iteration $i$. This chapter trains the **tiny** preset on the synthetic shapes
-# data set, live, for a minute; `make demo` does the same for 2,400 iterations (about 12 minutes).
+# data set, live, for a minute; `make demo` does the same for longer (its settings are printed
+# below, from `mrcnn_np.demo.DEMO`, and its real run is shown in section 5).
 
 # %%
 # %matplotlib inline
@@ -50,9 +51,10 @@ import mrcnn_np.train
 from mrcnn_np.checkpoint import atomic_path, load_npz, save_npz_atomic
 from mrcnn_np.config import tiny
 from mrcnn_np.data.shapes import make_shapes_dataset
+from mrcnn_np.demo import DEMO
 from mrcnn_np.model import LOSS_NAMES, MaskRCNN
 from mrcnn_np.nn.optim import SGD, warmup_multistep_lr
-from mrcnn_np.train import load_split, read_checkpoint, sample_batch, train
+from mrcnn_np.train import hyper_parameters, load_split, read_checkpoint, sample_batch, train
 from mrcnn_np.viz import draw_instances
 
 np.set_printoptions(precision=4, suppress=True)
@@ -216,7 +218,7 @@ first = np.mean([r["loss"] for r in records[:10]])
 last = np.mean([r["loss"] for r in records[-10:]])
 print(f"mean loss, first 10 iterations: {first:.3f}; last 10: {last:.3f} "
       f"({first / last:.1f}x lower)")
-assert last < first / 1.5  # 60 iterations is the first minute: the demo goes on for 2,400
+assert last < first / 1.5  # 60 iterations is the first minute: the demo goes on much longer
 
 # %% [markdown]
 # What to read in the curves:
@@ -233,7 +235,8 @@ assert last < first / 1.5  # 60 iterations is the first minute: the demo goes on
 # * **box** losses are small in absolute value (smooth L1 of deltas that start near 0) and
 #   rise at first: the better the RPN, the more positive RoIs carry a box loss.
 #
-# Sixty iterations is far from a trained model; the demo trains ten times longer.
+# Sixty iterations is far from a trained model; the demo trains for `DEMO["iters"]` (printed
+# in the next section) on more images.
 
 # %% [markdown]
 # ## 3. Warm-up: why a detector trained from scratch needs it
@@ -247,10 +250,16 @@ assert last < first / 1.5  # 60 iterations is the first minute: the demo goes on
 
 # %%
 print(inspect.getsource(warmup_multistep_lr))
-demo_iters = 2400  # the demo: lr 0.02, warm-up min(100, 2400 // 5) = 100, milestones at 75% and 90%
-demo_lr = [warmup_multistep_lr(i, 0.02, 100, 1e-3, [450, 540]) for i in range(demo_iters)]
-print("demo learning rate at iterations 0, 50, 100, 449, 450, 540:",
-      [round(demo_lr[i], 6) for i in (0, 50, 100, 449, 450, 540)])
+# the demo's schedule, as train() fills it in: warm-up min(100, iters // 5), steps at 75% and 90%
+demo_iters = DEMO["iters"]
+hp = hyper_parameters(demo_iters, DEMO["batch_size"], DEMO["lr"], 0.9, 1e-4, None, 1e-3, None,
+                      0.1, DEMO["clip_grad_norm"], 0, True)
+W_demo, (m1, m2) = hp["warmup_iters"], hp["milestones"]
+demo_lr = [warmup_multistep_lr(i, DEMO["lr"], W_demo, 1e-3, [m1, m2]) for i in range(demo_iters)]
+print(f"the demo: {demo_iters} iterations of {DEMO['batch_size']} images, lr {DEMO['lr']}, "
+      f"warm-up {W_demo}, milestones {m1} and {m2}, clipping at {DEMO['clip_grad_norm']}")
+print(f"demo learning rate at iterations 0, {W_demo // 2}, {W_demo}, {m1 - 1}, {m1}, {m2}:",
+      [round(demo_lr[i], 6) for i in (0, W_demo // 2, W_demo, m1 - 1, m1, m2)])
 
 # %% [markdown]
 # Why not start at $\eta = 0.02$ straight away? At the start every weight is random. The
@@ -278,9 +287,10 @@ runs = {"neither": neither, "warm-up only": warmup_only, "clipping only": clip_o
         "both": both}
 
 fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(14, 3.8))
-ax1.plot(np.arange(1, demo_iters + 1), demo_lr, color="k")
+ax1.semilogy(np.arange(1, demo_iters + 1), demo_lr, color="k")
 ax1.set_title(f"the demo's learning rate ({demo_iters} iterations)")
 ax1.set_xlabel("iteration")
+ax1.grid(alpha=0.3, which="both")
 for name, rs in runs.items():
     style = dict(marker="o", ms=3) if name != "neither" else dict(marker="s", ls="--")
     ax2.semilogy([r["iter"] for r in rs], [r["loss"] for r in rs], label=name, **style)
@@ -347,8 +357,8 @@ assert same
 #     python -m mrcnn_np train --config tiny --data data/shapes --out runs/r1 --iters 600
 #     python -m mrcnn_np train --data data/shapes --out runs/r1 --resume   # after a stop
 #
-# and `make demo` writes the data set, trains 2,400 iterations, evaluates and draws pictures in
-# `runs/demo/` (its `weights.npz` is what chapter 11 loads).
+# and `make demo` writes the data set, trains, evaluates and draws pictures in `runs/demo/`
+# (its `weights.npz` is what chapter 11 loads).
 
 # %% [markdown]
 # ## Summary
@@ -366,13 +376,15 @@ assert same
 # %% [markdown]
 # ## Exercises
 #
-# **1.** What is the demo's learning rate at iteration 50 (warm-up 100, factor 0.001,
-# $\eta = 0.02$, milestones 450 and 540), and at iteration 500?
+# **1.** What is the demo's learning rate halfway through its warm-up, and just after its
+# first milestone? (Warm-up `W_demo` iterations, factor 0.001, $\eta$ = `DEMO["lr"]`,
+# milestones `m1` and `m2`, all printed in section 3.) Work it out from the formula, then
+# check it.
 
 # %%
-answer_1 = (0.02 * (0.001 + 0.999 * 50 / 100), 0.02 * 0.1)
-assert np.isclose(warmup_multistep_lr(50, 0.02, 100, 1e-3, [450, 540]), answer_1[0])
-assert np.isclose(warmup_multistep_lr(500, 0.02, 100, 1e-3, [450, 540]), answer_1[1])
+answer_1 = (DEMO["lr"] * (0.001 + 0.999 * (W_demo // 2) / W_demo), DEMO["lr"] * 0.1)
+assert np.isclose(warmup_multistep_lr(W_demo // 2, DEMO["lr"], W_demo, 1e-3, [m1, m2]), answer_1[0])
+assert np.isclose(warmup_multistep_lr(m1, DEMO["lr"], W_demo, 1e-3, [m1, m2]), answer_1[1])
 print(answer_1)
 
 # %% [markdown]

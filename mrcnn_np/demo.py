@@ -36,7 +36,8 @@ def run_demo(out="runs/demo", iters=None, progress=True, log=print, **settings):
     from .eval.coco_eval import format_table
     from .figures import roi_pool_vs_roi_align_figure
     from .checkpoint import atomic_path, atomic_save_png, atomic_write_bytes, atomic_write_json
-    from .train import load_split, train
+    from .eval.coco_eval import object_recall
+    from .train import load_split, predict_dataset, train
     from .viz import save_gallery
 
     unknown = set(settings) - set(DEMO)
@@ -82,6 +83,13 @@ def run_demo(out="runs/demo", iters=None, progress=True, log=print, **settings):
     model = MaskRCNN(ck["config"])
     model.load_state_dict(ck["model_state"])
     val = load_split(data_dir, "val")
+    # objects read right: each one's best detection has its class and a score >= 0.5
+    results, _ = predict_dataset(model, val)
+    recall = object_recall(val.coco, results, score_threshold=s["gallery_score_threshold"])
+    log(f"objects whose best detection has the right class and score >= "
+        f"{s['gallery_score_threshold']}: {recall['found']} of {recall['objects']} "
+        f"({100 * recall['recall']:.1f}%); wrong class {recall['wrong_class']}, "
+        f"missed {recall['missed']}")
     items = []
     for i in range(min(s["gallery_images"], len(val))):
         image = val.get(i)["image"]  # [3, H, W]
@@ -94,7 +102,8 @@ def run_demo(out="runs/demo", iters=None, progress=True, log=print, **settings):
 
     wall = time.perf_counter() - t0
     result = dict(wall_s=wall, train_and_eval_s=t_train, iterations=summary["iterations"],
-                  settings=s, eval=stats, first_losses=summary["first"], final_losses=summary["final"])
+                  settings=s, eval=stats, object_recall=recall, first_losses=summary["first"],
+                  final_losses=summary["final"])
     atomic_write_json(out / "demo_summary.json", result)
     log("")
     log(table)

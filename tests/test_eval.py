@@ -290,3 +290,36 @@ def test_format_table_and_save_json(tmp_path):
     assert lines[1].split() == ["bbox"] + ["0.500"] * 6
     p = save_json({"stats": stats, "arr": np.arange(3), "x": np.float32(1.5)}, tmp_path / "o" / "s.json")
     assert json.loads(p.read_text()) == {"stats": stats, "arr": [0, 1, 2], "x": 1.5}
+
+
+def test_object_recall_hand_worked():
+    """Three objects in one image, worked by hand: a circle found (its best detection is a
+    circle at 0.9), a square whose best detection is a circle (0.8 beats the square's 0.6: a
+    wrong-class duplicate), and a triangle whose only detection scores 0.3 (missed); a fourth
+    detection overlaps nothing."""
+    from mrcnn_np.eval.coco_eval import object_recall
+    from pycocotools.coco import COCO
+    gt = COCO()
+    gt.dataset = {
+        "images": [{"id": 7, "width": 100, "height": 100}],
+        "categories": [{"id": 1, "name": "circle"}, {"id": 2, "name": "square"},
+                       {"id": 3, "name": "triangle"}],
+        "annotations": [
+            {"id": 1, "image_id": 7, "category_id": 1, "bbox": [0, 0, 10, 10], "area": 100, "iscrowd": 0},
+            {"id": 2, "image_id": 7, "category_id": 2, "bbox": [50, 50, 20, 20], "area": 400, "iscrowd": 0},
+            {"id": 3, "image_id": 7, "category_id": 3, "bbox": [20, 70, 10, 10], "area": 100, "iscrowd": 0}]}
+    gt.createIndex()
+    results = [
+        {"image_id": 7, "category_id": 1, "bbox": [0, 0, 10, 11], "score": 0.9},    # IoU 10/11
+        {"image_id": 7, "category_id": 2, "bbox": [50, 50, 20, 20], "score": 0.6},  # IoU 1
+        {"image_id": 7, "category_id": 1, "bbox": [51, 50, 20, 20], "score": 0.8},  # IoU 0.90
+        {"image_id": 7, "category_id": 3, "bbox": [20, 70, 10, 10], "score": 0.3},  # too low
+        {"image_id": 7, "category_id": 2, "bbox": [80, 0, 10, 10], "score": 0.99}]  # on nothing
+    r = object_recall(gt, results)
+    assert (r["objects"], r["found"], r["wrong_class"], r["missed"]) == (3, 1, 1, 1)
+    assert r["recall"] == 1 / 3
+    assert r["confusion"] == {"circle -> circle": 1, "square -> circle": 1,
+                              "triangle -> (none)": 1}
+    # a lower score bar finds the triangle; a stricter IoU loses the circle (10/11 < 0.95)
+    assert object_recall(gt, results, score_threshold=0.25)["found"] == 2
+    assert object_recall(gt, results, iou_threshold=0.95)["confusion"]["circle -> (none)"] == 1

@@ -172,6 +172,52 @@ def coco_evaluate(coco_gt, results, iou_types=("bbox", "segm")):
     return stats
 
 
+def object_recall(coco_gt, results, iou_threshold=0.5, score_threshold=0.5):
+    """How many ground-truth objects a reader of the predictions would get right.
+
+    For each (non-crowd) ground-truth object, its **best detection** is the highest-scoring
+    detection of any class whose box overlaps it by IoU >= ``iou_threshold``. The object counts
+    as found when that detection has the object's class and a score >= ``score_threshold``.
+    Unlike AP, which scores each class on its own, this counts a wrong-class duplicate that
+    outscores the right one as a miss.
+
+    Returns {"objects": G, "found": n, "recall": n / G, "wrong_class": objects whose best
+    detection scored high enough but named another class, "missed": objects with no
+    detection scoring >= score_threshold over them, "confusion": {"true -> predicted": count}}.
+    """
+    coco_gt = _as_coco(coco_gt)
+    names = {c["id"]: c["name"] for c in coco_gt.dataset["categories"]}
+    by_image = {}
+    for r in results:
+        by_image.setdefault(r["image_id"], []).append(r)
+    found = wrong = missed = total = 0
+    confusion = {}
+    for img_id in coco_gt.getImgIds():
+        gts = [a for a in coco_gt.imgToAnns.get(img_id, []) if not a.get("iscrowd", 0)]
+        dts = by_image.get(img_id, [])
+        if not gts:
+            continue
+        g = np.array([a["bbox"] for a in gts], np.float64).reshape(-1, 4)  # [G, 4] xywh
+        d = np.array([r["bbox"] for r in dts], np.float64).reshape(-1, 4)  # [D, 4] xywh
+        iou = mask_utils.iou(d.tolist(), g.tolist(), [0] * len(gts)) if len(dts) else None  # [D, G]
+        for j, a in enumerate(gts):
+            total += 1
+            over = np.flatnonzero(iou[:, j] >= iou_threshold) if iou is not None else []
+            best = max(over, key=lambda i: dts[i]["score"]) if len(over) else None
+            if best is None or dts[best]["score"] < score_threshold:
+                missed += 1
+                key = f"{names[a['category_id']]} -> (none)"
+            elif dts[best]["category_id"] == a["category_id"]:
+                found += 1
+                key = f"{names[a['category_id']]} -> {names[a['category_id']]}"
+            else:
+                wrong += 1
+                key = f"{names[a['category_id']]} -> {names[dts[best]['category_id']]}"
+            confusion[key] = confusion.get(key, 0) + 1
+    return dict(objects=total, found=found, recall=found / total if total else float("nan"),
+                wrong_class=wrong, missed=missed, confusion=dict(sorted(confusion.items())))
+
+
 def check_results(results, coco_gt, source="results"):
     """Check a COCO results list (as ``loadRes`` reads it) against the ground truth, and
     return it ready for ``coco_evaluate``: each entry a dict with a known ``image_id``, a known

@@ -1,0 +1,53 @@
+"""Ship a finished ``make demo`` run to the chapters: ``python tools/demo_assets.py runs/demo``.
+
+Writes, under ``notebooks/assets/``:
+
+- ``tiny_shapes.npz``: the demo's weights (chapters 10 and 11 load them);
+- ``demo_run.json``: the demo's settings, wall time, COCO numbers, and its loss log
+  downsampled to one point per ``STEP`` iterations (the mean of those iterations), so that
+  chapter 10 can draw the real run's curves without a 1 MB log in the repository.
+"""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT / "notebooks" / "assets"
+STEP = 20  # iterations per point of the shipped curve
+
+
+def downsample(records, step=STEP):
+    keys = [k for k in records[0] if k.startswith("loss") or k in ("lr", "grad_norm", "time")]
+    out = {"iter": []}
+    out.update({k: [] for k in keys})
+    for a in range(0, len(records), step):
+        chunk = records[a:a + step]
+        out["iter"].append(chunk[-1]["iter"])
+        for k in keys:
+            out[k].append(float(np.mean([r[k] for r in chunk])))
+    return out
+
+
+def main(run_dir):
+    run = Path(run_dir)
+    summary = json.loads((run / "demo_summary.json").read_text())
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip()
+    shipped = dict(command="make demo", commit=commit, settings=summary["settings"],
+                   wall_s=summary["wall_s"], iterations=summary["iterations"],
+                   eval=summary["eval"], extra=summary.get("extra", {}),
+                   log_step=STEP, log=downsample(records))
+    ASSETS.mkdir(parents=True, exist_ok=True)
+    (ASSETS / "demo_run.json").write_text(json.dumps(shipped, indent=1) + "\n")
+    shutil.copyfile(run / "weights.npz", ASSETS / "tiny_shapes.npz")
+    print(f"wrote {ASSETS / 'demo_run.json'} ({len(records)} iterations -> "
+          f"{len(shipped['log']['iter'])} points) and {ASSETS / 'tiny_shapes.npz'}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "runs/demo")
