@@ -410,6 +410,9 @@ def run_child(kind, args, work, inputs, config, weights, rnd, steps, root=None, 
     env = dict(os.environ)
     for v in THREAD_VARS:
         env[v] = str(args.threads)
+    if kind != "torchvision" and args.ours_blas_threads is not None:
+        # the demo's setting: numba kernels on every core, BLAS on one (make demo)
+        env["OPENBLAS_NUM_THREADS"] = str(args.ours_blas_threads)
     env.pop("PYTHONPATH", None)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind,
            "--inputs", str(inputs), "--weights", str(weights), "--threads", str(args.threads),
@@ -489,6 +492,9 @@ def main():
                     help="subprocess rounds per side, interleaved (the steps are split over them)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per subprocess")
     ap.add_argument("--quick", action="store_true", help="3 steps, 1 round, 1 warm-up: a smoke run")
+    ap.add_argument("--ours-blas-threads", type=int, default=None,
+                    help="BLAS threads of our side only (default: --threads); numba keeps "
+                         "--threads. `--threads 2 --ours-blas-threads 1` is make demo's setting")
     ap.add_argument("--weights", default="notebooks/assets/tiny_shapes.npz",
                     help="our .npz weights, loaded into both (default: the demo's trained model)")
     ap.add_argument("--random-init", action="store_true", help="random weights instead (seed --seed)")
@@ -547,7 +553,9 @@ def main():
     print(f"# bench_tiny: the tiny preset vs its torchvision twin ({started:%Y-%m-%d %H:%M} UTC)\n")
     print(f"- command: python {' '.join(sys.argv)}")
     print(f"- threads: {args.threads} each side (torch.set_num_threads; "
-          f"{'/'.join(THREAD_VARS)}={args.threads} for both); {os.cpu_count()} CPU cores")
+          f"{'/'.join(THREAD_VARS)}={args.threads} for both"
+          + (f"; ours with OPENBLAS_NUM_THREADS={args.ours_blas_threads}"
+             if args.ours_blas_threads is not None else "") + f"); {os.cpu_count()} CPU cores")
     print(f"- weights: {wdesc}")
     print(f"- inputs: {args.images} shapes train images {[tuple(s) for s in sizes]} with "
           f"{nobj} objects, resized by both to the preset's min_size {cfg['min_size']}, max_size "
