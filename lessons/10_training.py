@@ -361,6 +361,77 @@ assert same
 # (its `weights.npz` is what chapter 11 loads).
 
 # %% [markdown]
+# ## 5. The demo's real run
+#
+# Sixty iterations show the start; here is a whole `make demo` run, as it was shipped with
+# this chapter: its settings, its wall time on the 2-core machine, its losses (one point per
+# 20 iterations, the mean of those iterations, from its `log.jsonl`), and its COCO numbers on
+# the 50 validation images. `notebooks/assets/demo_run.json` was written from the run folder
+# by `python tools/demo_assets.py runs/demo`; chapter 11 loads the same run's weights.
+
+# %%
+from mrcnn_np.eval.coco_eval import format_table  # noqa: E402
+
+assets = Path(mrcnn_np.train.__file__).resolve().parents[1] / "notebooks" / "assets"
+shipped = json.loads((assets / "demo_run.json").read_text())
+st = shipped["settings"]
+print(f"command: {shipped['command']} at commit {shipped['commit']}; "
+      f"{shipped['iterations']} iterations of {st['batch_size']} images, "
+      f"{st['num_train']} training images of {st['image_size']} px; "
+      f"wall time {shipped['wall_s'] / 60:.1f} min")
+print(format_table(shipped["eval"]))
+rec = shipped["object_recall"]
+print(f"objects whose best detection has the right class and score >= 0.5: {rec['found']} of "
+      f"{rec['objects']} ({100 * rec['recall']:.1f}%); wrong class {rec['wrong_class']}, "
+      f"missed {rec['missed']}")
+assert shipped["iterations"] == st["iters"]  # the shipped run is a whole demo
+
+lg = shipped["log"]
+hp_run = hyper_parameters(st["iters"], st["batch_size"], st["lr"], 0.9, 1e-4, None, 1e-3, None,
+                          0.1, st["clip_grad_norm"], 0, True)
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4))
+ax1.semilogy(lg["iter"], lg["loss"], color="k", lw=2, label="total")
+for name in LOSS_NAMES:
+    ax1.semilogy(lg["iter"], lg[name], lw=1, label=name.replace("loss_", ""))
+for m in hp_run["milestones"]:
+    ax1.axvline(m, color="grey", ls=":", lw=1)
+ax1.set_xlabel("iteration")
+ax1.set_title(f"the demo's losses (mean of every {shipped['log_step']} iterations; "
+              "dotted: lr steps)")
+ax1.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside, not on, the curves
+ax1.grid(alpha=0.3, which="both")
+ax2.plot(lg["iter"], 1e3 * np.array(lg["time"]), color="tab:blue")
+ax2.set_xlabel("iteration")
+ax2.set_ylabel("ms per iteration")
+ax2.set_title("time per iteration: it grows as the RPN finds more positives")
+ax2.grid(alpha=0.3)
+plt.tight_layout()
+plt.show()
+k = 100 // shipped["log_step"]  # points per 100 iterations
+first_t, last_t = 1e3 * np.mean(lg["time"][:k]), 1e3 * np.mean(lg["time"][-k:])
+print(f"ms per iteration: {first_t:.0f} over the first 100 iterations, {last_t:.0f} over the "
+      f"last 100")
+print(f"total loss: {np.mean(lg['loss'][:k]):.3f} over the first 100 iterations, "
+      f"{np.mean(lg['loss'][-k:]):.3f} over the last 100")
+
+# %% [markdown]
+# Why does an iteration get slower as training goes on? The untrained RPN's proposals rarely
+# overlap an object, so the positive RoIs are mostly the ground-truth boxes themselves (the
+# sampler adds them to the proposals): two or three per image. A trained RPN puts many
+# proposals on every object, so the sampler finds its full quota of positives (a quarter of
+# the RoIs per image), and the mask branch, which runs only on positives, does several times
+# more work.
+#
+# **What we tried to make the demo better**, each measured (the table is printed from
+# `notebooks/assets/demo_levers.json`, where every row says how it was measured):
+
+# %%
+levers = json.loads((assets / "demo_levers.json").read_text())
+print(levers["machine"])
+for row in levers["rows"]:
+    print(f"- {row['lever']}: {row['result']}  [{row['how']}]")
+
+# %% [markdown]
 # ## Summary
 #
 # * One iteration: **sample** a batch, **forward and backward** to the gradient of the sum of

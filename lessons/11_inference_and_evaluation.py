@@ -27,17 +27,16 @@
 # 5. shows four ways detections go wrong.
 #
 # **The weights.** `assets/tiny_shapes.npz` holds the weights of the tiny preset (4 classes:
-# background, circle, square, triangle) trained by `make demo`: `make_shapes_dataset(seed=0)`
-# with 200 training images of 128 x 128 (upsampled to 192 px by the preset), 2,400 iterations
-# of 2 images, learning rate 0.02 with warm-up, gradient clipping at 10 (chapter 10): about 12
-# minutes on a 2-core CPU. To make them again, run `make demo` and copy
-# `runs/demo/weights.npz` to `notebooks/assets/tiny_shapes.npz`. On the 50 validation images
-# they reach mask AP50 0.81 and mask AP 0.63 (`runs/demo/coco_table.txt`): good, and still
-# imperfect enough to show every failure below.
+# background, circle, square, triangle) trained by `make demo` on `make_shapes_dataset(seed=0)`
+# (chapter 10 shows that run: its settings, its losses and its wall time, all read from
+# `assets/demo_run.json`, which the first cell below prints too). To make them again, run
+# `make demo` and then `python tools/demo_assets.py runs/demo`. They are good, and still
+# imperfect enough to show the failure modes at the end.
 
 # %%
 # %matplotlib inline
 import inspect
+import json
 import shutil
 import tempfile
 import time
@@ -69,6 +68,11 @@ cfg = tiny(num_classes=4)
 # notebooks/ is the working folder when the notebook runs; the repository root works too
 ASSETS = Path("assets") if Path("assets").is_dir() else Path("notebooks") / "assets"
 model = MaskRCNN(cfg).load(ASSETS / "tiny_shapes.npz")
+demo_run = json.loads((ASSETS / "demo_run.json").read_text())
+print(f"weights: make demo, {demo_run['iterations']} iterations on "
+      f"{demo_run['settings']['num_train']} training images, {demo_run['wall_s'] / 60:.1f} min; "
+      f"validation mask AP50 {demo_run['eval']['segm']['AP50']:.3f}, "
+      f"mask AP {demo_run['eval']['segm']['AP']:.3f}")
 # The demo's validation split: each image has its own seed, so writing only the 50 validation
 # images (num_train=0) gives exactly the images the demo evaluated on.
 make_shapes_dataset(work / "shapes", num_train=0, num_val=50, image_size=(128, 128), seed=0)

@@ -40,12 +40,13 @@ def sub_pixel_shift(shifts, roi=(1.3, 1.6, 5.4, 5.2), output_size=2, backend="nu
 
 def roi_pool_vs_roi_align_figure(roi=(1.3, 1.6, 5.4, 5.2), output_size=2):
     """The two-panel figure described in the module docstring. Returns a matplotlib Figure."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure of its own, not pyplot: no backend is switched (a notebook keeps drawing inline)
+    import matplotlib.pyplot as plt  # only for the colour map
+    from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.8))
+    fig = Figure(figsize=(11, 4.8))
+    ax, ax2 = fig.subplots(1, 2)
     rois = np.array([[0, *roi]], np.float64)  # [1, 5]
 
     # -- left: the grid, RoIPool's cells, RoIAlign's bins and samples --------------------------

@@ -220,12 +220,12 @@ def _subset_coco(coco, image_ids):
 def plot_loss_curve(records, path, smooth=10):
     """Each loss against the iteration (log scale, thin: raw; thick: the mean of the last
     ``smooth`` iterations) and the learning rate below it. Written atomically to ``path``."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure of its own, not pyplot: no backend is switched, so a notebook that trains
+    # keeps drawing its own figures inline afterwards.
+    from matplotlib.figure import Figure
     it = np.array([r["iter"] for r in records])  # [T]
-    fig, (ax, ax_lr) = plt.subplots(2, 1, figsize=(8, 6), sharex=True,
-                                    gridspec_kw=dict(height_ratios=(3, 1)))
+    fig = Figure(figsize=(8, 6))
+    ax, ax_lr = fig.subplots(2, 1, sharex=True, gridspec_kw=dict(height_ratios=(3, 1)))
     for key in ("loss",) + LOSS_NAMES:
         y = np.array([r[key] for r in records], np.float64)  # [T]
         c = np.concatenate([[0.0], np.cumsum(y)])  # [T + 1]
@@ -242,7 +242,6 @@ def plot_loss_curve(records, path, smooth=10):
     ax_lr.set_xlabel("iteration")
     ax_lr.grid(alpha=0.3)
     atomic_save_png(path, fig)
-    plt.close(fig)
 
 
 def _read_log(path, upto):

@@ -40,7 +40,7 @@ def main(run_dir):
                             capture_output=True, text=True).stdout.strip()
     shipped = dict(command="make demo", commit=commit, settings=summary["settings"],
                    wall_s=summary["wall_s"], iterations=summary["iterations"],
-                   eval=summary["eval"], extra=summary.get("extra", {}),
+                   eval=summary["eval"], object_recall=summary["object_recall"],
                    log_step=STEP, log=downsample(records))
     ASSETS.mkdir(parents=True, exist_ok=True)
     (ASSETS / "demo_run.json").write_text(json.dumps(shipped, indent=1) + "\n")
