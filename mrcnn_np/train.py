@@ -462,12 +462,12 @@ def save_run_checkpoint(run, done):
 
 def evaluate_run(run, done, max_images=None, log=print):
     """COCO AP on the validation split after ``done`` iterations: ``eval_iter{done}.json`` and
-    one log line. Returns the stats."""
-    stats, _ = evaluate_model(run.model, run.val_ds, max_images=max_images)
+    one log line. Returns (stats, results: the COCO results list that was scored)."""
+    stats, results = evaluate_model(run.model, run.val_ds, max_images=max_images)
     atomic_write_json(run.out_dir / f"eval_iter{done}.json", dict(iteration=done, **stats))
     log(f"iteration {done}: bbox AP {stats['bbox']['AP']:.3f} AP50 {stats['bbox']['AP50']:.3f}"
         f" | mask AP {stats['segm']['AP']:.3f} AP50 {stats['segm']['AP50']:.3f}")
-    return stats
+    return stats, results
 
 
 def _mean_losses(records):
@@ -503,7 +503,8 @@ def train(cfg, data_dir, out_dir, iters=300, batch_size=2, lr=0.02, momentum=MOM
       log: where one-line messages go (print by default)
 
     Returns a summary dict: iterations, wall_s, final (mean losses over the last 20
-    iterations), eval (the last COCO stats, or None), paths of the files written.
+    iterations), eval (the last COCO stats, or None), eval_results (the COCO results they
+    scored, or None), paths of the files written.
     Raises DataError for bad data (found before the first iteration), TrainingDiverged when a
     loss becomes NaN or Inf (the last checkpoint is then left untouched).
     """
@@ -512,7 +513,7 @@ def train(cfg, data_dir, out_dir, iters=300, batch_size=2, lr=0.02, momentum=MOM
                           warmup_factor, milestones, gamma, clip_grad_norm, seed, flip)
     run = setup_run(cfg, data_dir, out_dir, hp, resume, train_split, val_split,
                     evaluate=eval_every >= 0, log=log)
-    stats = None
+    stats, results = None, None
     t_start = time.perf_counter()
     bar = tqdm(range(run.start, iters), initial=run.start, total=iters, disable=not progress,
                dynamic_ncols=True, desc="train")
@@ -528,7 +529,7 @@ def train(cfg, data_dir, out_dir, iters=300, batch_size=2, lr=0.02, momentum=MOM
             if done % checkpoint_every == 0 or done == iters:
                 save_run_checkpoint(run, done)
             if run.val_ds is not None and eval_every > 0 and done % eval_every == 0 and done != iters:
-                stats = evaluate_run(run, done, eval_images, log)
+                stats, results = evaluate_run(run, done, eval_images, log)
     bar.close()
 
     # The weights first: whatever the final evaluation does, the run's work is on disk.
@@ -538,13 +539,13 @@ def train(cfg, data_dir, out_dir, iters=300, batch_size=2, lr=0.02, momentum=MOM
     if run.records:
         plot_loss_curve(run.records, run.out_dir / "loss_curve.png")
     if run.val_ds is not None:
-        stats = evaluate_run(run, done, eval_images, log)
+        stats, results = evaluate_run(run, done, eval_images, log)
     recent = run.records[-20:]
     return dict(
         iterations=done, wall_s=time.perf_counter() - t_start,
         final=_mean_losses(recent) if recent else {},
         first={k: run.records[0][k] for k in ("loss",) + LOSS_NAMES} if run.records else {},
-        eval=stats, class_names=run.class_names,
+        eval=stats, eval_results=results, class_names=run.class_names,
         paths=dict(out_dir=str(run.out_dir), checkpoint=str(run.ckpt_path),
                    weights=str(weights_path), log=str(run.log_path),
                    loss_curve=str(run.out_dir / "loss_curve.png"),

@@ -101,13 +101,9 @@ def draw_instances(image, boxes, labels, scores=None, masks=None, class_names=No
         shown = np.flatnonzero(keep)[one_per_object(boxes[keep], np.asarray(scores)[keep])]
         keep = np.zeros_like(keep)
         keep[shown] = True
-    if masks is not None and scale > 1:
-        masks = np.asarray(masks)[keep]
-        masks = masks.repeat(scale, -2).repeat(scale, -1)                # [D', .., sH, sW]
-        blend_masks(canvas, masks, labels[keep], mask_threshold)
-        masks = None
     if masks is not None:
-        blend_masks(canvas, np.asarray(masks)[keep], labels[keep], mask_threshold)
+        masks = np.asarray(masks)[keep].repeat(scale, -2).repeat(scale, -1)  # [D', .., sH, sW]
+        blend_masks(canvas, masks, labels[keep], mask_threshold)
     out = Image.fromarray(np.round(canvas).astype(np.uint8))
     draw = ImageDraw.Draw(out)
     font = ImageFont.load_default()
@@ -124,7 +120,7 @@ def draw_instances(image, boxes, labels, scores=None, masks=None, class_names=No
         l, t, r, b = draw.textbbox((tx, ty), text, font=font)
         draw.rectangle([l - 1, t - 1, r, b], fill=colour)
         draw.text((tx, ty), text, fill=(255, 255, 255), font=font)
-    return np.asarray(out).copy()                                        # [H, W, 3]
+    return np.asarray(out).copy()                                        # [sH, sW, 3]
 
 
 def save_gallery(images_with_preds, path, cols=4, class_names=None, score_threshold=0.5, pad=4,
