@@ -118,7 +118,8 @@ print("gradient:", nn.sigmoid_backward(np.ones(5), cache))
 #
 # For a batch of N images the columns of all images sit side by side, `cols` is
 # `[C kh kw, N Ho Wo]`, and ONE product serves the whole batch (the mask head's convolutions
-# run on 32 RoIs at once, where one large product is much faster than 32 small ones).
+# run on every positive RoI of a batch at once, where one large product is much faster than
+# one small product per RoI).
 #
 # The picture shows it for one channel, a 4x4 image and a 3x3 kernel (stride 1, no padding):
 # four patches, four columns of nine numbers.

@@ -365,8 +365,8 @@ assert same
 #
 # Sixty iterations show the start; here is a whole `make demo` run, as it was shipped with
 # this chapter: its settings, its wall time on the 2-core machine, its losses (one point per
-# 20 iterations, the mean of those iterations, from its `log.jsonl`), and its COCO numbers on
-# the 50 validation images. `notebooks/assets/demo_run.json` was written from the run folder
+# `log_step` iterations, their mean, from its `log.jsonl`), and its COCO numbers on the
+# validation split. `notebooks/assets/demo_run.json` was written from the run folder
 # by `python tools/demo_assets.py runs/demo`; chapter 11 loads the same run's weights.
 
 # %%
@@ -417,15 +417,19 @@ print(f"total loss: {np.mean(lg['loss'][:k]):.3f} over the first 100 iterations,
 # %% [markdown]
 # Why does an iteration get slower as training goes on? The untrained RPN's proposals rarely
 # overlap an object, so the positive RoIs are mostly the ground-truth boxes themselves (the
-# sampler adds them to the proposals): two or three per image. A trained RPN puts many
-# proposals on every object, so the sampler finds its full quota of positives (a quarter of
-# the RoIs per image), and the mask branch, which runs only on positives, does several times
-# more work.
+# sampler adds them to the proposals): about one per object. A trained RPN puts many
+# proposals on every object, so the sampler finds its full quota of positives
+# (`box_positive_fraction` of `box_batch_size_per_image` RoIs per image, printed below), and
+# the mask branch, which runs only on positives, does several times more work.
 #
 # **What we tried to make the demo better**, each measured (the table is printed from
 # `notebooks/assets/demo_levers.json`, where every row says how it was measured):
 
 # %%
+cfg_demo = tiny()
+print(f"positive RoIs per image at most: {cfg_demo.box_positive_fraction} x "
+      f"{cfg_demo.box_batch_size_per_image} = "
+      f"{int(cfg_demo.box_positive_fraction * cfg_demo.box_batch_size_per_image)}")
 levers = json.loads((assets / "demo_levers.json").read_text())
 print(levers["machine"])
 for row in levers["rows"]:
@@ -452,8 +456,11 @@ for row in levers["rows"]:
 # milestones `m1` and `m2`, all printed in section 3.) Work it out from the formula, then
 # check it.
 
-# %%
+# %% jupyter={"source_hidden": true}
+# a solution: the warm-up formula halfway, then one step of gamma = 0.1
 answer_1 = (DEMO["lr"] * (0.001 + 0.999 * (W_demo // 2) / W_demo), DEMO["lr"] * 0.1)
+
+# %%
 assert np.isclose(warmup_multistep_lr(W_demo // 2, DEMO["lr"], W_demo, 1e-3, [m1, m2]), answer_1[0])
 assert np.isclose(warmup_multistep_lr(m1, DEMO["lr"], W_demo, 1e-3, [m1, m2]), answer_1[1])
 print(answer_1)
