@@ -134,7 +134,7 @@ def cmd_train(args):
     if args.iters <= 0 or args.batch_size <= 0 or not args.lr > 0:
         raise UserError("--iters, --batch-size and --lr must be positive")
     summary = train(cfg, args.data, args.out, iters=args.iters, batch_size=args.batch_size,
-                    lr=args.lr, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
+                    lr=args.lr, optimizer=args.optimizer, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
                     clip_grad_norm=args.clip_grad_norm, flip=not args.no_flip,
                     resume=args.resume, seed=args.seed, progress=not args.no_progress,
                     log=lambda m: print(m, file=sys.stderr))
@@ -405,6 +405,8 @@ def build_parser():
     s.add_argument("--iters", type=int, default=300)
     s.add_argument("--batch-size", type=int, default=2)
     s.add_argument("--lr", type=float, default=0.02)
+    s.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"),
+                   help="sgd: torchvision's recipe (momentum 0.9); adamw: try --lr 0.001")
     s.add_argument("--eval-every", type=int, default=0,
                    help="evaluate every N iterations (0: at the end only, -1: never)")
     s.add_argument("--checkpoint-every", type=int, default=50)

@@ -52,13 +52,14 @@ from .checkpoint import (BadNpzFile, atomic_save_png, atomic_write_bytes, atomic
 from .config import config_from_dict
 from .data.coco import CocoDataset, DataError, check_images
 from .model import LOSS_NAMES
-from .nn.optim import SGD, warmup_multistep_lr
+from .nn.optim import SGD, AdamW, warmup_multistep_lr
 
 # Defaults of the optimiser, as torchvision's detection reference script
 # (references/detection/train.py: --momentum 0.9, --wd 1e-4, warm-up factor 1/1000).
 MOMENTUM = 0.9
 WEIGHT_DECAY = 1e-4
 WARMUP_FACTOR = 1e-3
+OPTIMIZERS = ("sgd", "adamw")
 
 
 class TrainingDiverged(RuntimeError):
@@ -296,7 +297,7 @@ class Run:
     """What a training run holds between iterations (built by :func:`setup_run`)."""
     out_dir: Path
     model: object                  # MaskRCNN
-    optimizer: SGD
+    optimizer: SGD                 # or AdamW (hp["optimizer"])
     rng: np.random.Generator       # every random draw of the run
     hp: dict                       # the hyper-parameters (saved in every checkpoint)
     start: int                     # iterations done before this call of train()
@@ -319,16 +320,29 @@ class Run:
 
 
 def hyper_parameters(iters, batch_size, lr, momentum, weight_decay, warmup_iters, warmup_factor,
-                     milestones, gamma, clip_grad_norm, seed, flip):
+                     milestones, gamma, clip_grad_norm, seed, flip, optimizer="sgd"):
     """The run's hyper-parameters as a JSON-able dict, with the defaults filled in: warm-up
     min(100, iters // 5), lr steps at 75% and 90% of ``iters``."""
     warmup = min(100, iters // 5) if warmup_iters is None else warmup_iters
     if milestones is None:
         milestones = (max(1, int(0.75 * iters)), max(1, int(0.9 * iters)))
-    return dict(batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    return dict(optimizer=optimizer, batch_size=batch_size, lr=lr, momentum=momentum,
+                weight_decay=weight_decay,
                 warmup_iters=warmup, warmup_factor=warmup_factor, gamma=gamma,
                 milestones=sorted(int(m) for m in milestones), clip_grad_norm=clip_grad_norm,
                 seed=seed, flip=bool(flip))
+
+
+def make_optimizer(model, hp):
+    """The run's optimiser: ``hp["optimizer"]`` is "sgd" (momentum ``hp["momentum"]``, L2
+    weight decay folded into the gradient) or "adamw" (decoupled weight decay; ``momentum``
+    unused). Checkpoints written before the choice existed are SGD runs."""
+    kind = hp.get("optimizer", "sgd")
+    if kind == "adamw":
+        return AdamW(model, lr=hp["lr"], weight_decay=hp["weight_decay"])
+    return SGD(model, lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"])
 
 
 def _earlier_run(out_dir):
@@ -405,7 +419,7 @@ def setup_run(cfg, data_dir, out_dir, hp, resume, train_split="train", val_split
     if train_ds.num_classes != cfg.num_classes:
         raise DataError(f"{train_ds.ann_file}: {train_ds.num_classes - 1} categories, but the "
                         f"checkpoint's model has {cfg.num_classes - 1}")
-    optimizer = SGD(model, lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"])
+    optimizer = make_optimizer(model, hp)
     if resume:
         try:
             optimizer.load_state_dict(ck["optim_state"])
@@ -478,7 +492,7 @@ def train(cfg, data_dir, out_dir, iters=300, batch_size=2, lr=0.02, momentum=MOM
           weight_decay=WEIGHT_DECAY, warmup_iters=None, warmup_factor=WARMUP_FACTOR,
           milestones=None, gamma=0.1, clip_grad_norm=None, eval_every=0, eval_images=None,
           checkpoint_every=50, resume=False, seed=0, flip=True, progress=True,
-          train_split="train", val_split="val", log=print):
+          train_split="train", val_split="val", optimizer="sgd", log=print):
     """Train a Mask R-CNN on the COCO data set in ``data_dir``; write ``out_dir`` (see the
     module docstring).
 
@@ -486,7 +500,8 @@ def train(cfg, data_dir, out_dir, iters=300, batch_size=2, lr=0.02, momentum=MOM
       cfg: a Config (its ``num_classes`` is set from the data set)
       data_dir: folder with ``train/``, ``val/`` and ``annotations/instances_{train,val}.json``
       iters: total iterations (a resumed run continues up to this number)
-      batch_size, lr, momentum, weight_decay: SGD's settings
+      batch_size, lr, momentum, weight_decay: the optimiser's settings
+      optimizer: "sgd" (torchvision's reference recipe) or "adamw" (``momentum`` unused)
       warmup_iters: linear warm-up length (default: min(100, iters // 5)); warmup_factor: the
         lr factor at iteration 0
       milestones: iterations where lr is multiplied by gamma (default: 0.75 * iters, 0.9 * iters)
@@ -510,7 +525,7 @@ def train(cfg, data_dir, out_dir, iters=300, batch_size=2, lr=0.02, momentum=MOM
     """
     from tqdm import tqdm
     hp = hyper_parameters(iters, batch_size, lr, momentum, weight_decay, warmup_iters,
-                          warmup_factor, milestones, gamma, clip_grad_norm, seed, flip)
+                          warmup_factor, milestones, gamma, clip_grad_norm, seed, flip, optimizer)
     run = setup_run(cfg, data_dir, out_dir, hp, resume, train_split, val_split,
                     evaluate=eval_every >= 0, log=log)
     stats, results = None, None

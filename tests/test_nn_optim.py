@@ -1,4 +1,4 @@
-"""SGD against torch.optim.SGD, exact resume, the warm-up/step schedule, and initialisers."""
+"""SGD and AdamW against torch.optim, exact resume, the warm-up/step schedule, initialisers."""
 import math
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 
 from mrcnn_np.nn import init
 from mrcnn_np.nn.modules import Conv2d, Linear, Sequential
-from mrcnn_np.nn.optim import SGD, warmup_multistep_lr
+from mrcnn_np.nn.optim import SGD, AdamW, warmup_multistep_lr
 
 
 def _model():
@@ -104,6 +104,69 @@ def test_sgd_state_dict_resume_is_exact():
 def test_sgd_nesterov_needs_momentum():
     with pytest.raises(ValueError):
         SGD(_model(), lr=0.1, nesterov=True)
+
+
+ADAM_HYPER = [dict(), dict(weight_decay=0.0), dict(weight_decay=0.1, betas=(0.8, 0.99), eps=1e-6)]
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("hyper", ADAM_HYPER, ids=[str(h) for h in ADAM_HYPER])
+def test_adamw_vs_torch(torch, hyper):
+    model = _model()
+    params = {name: torch.tensor(p.copy(), requires_grad=True) for name, p, _ in model.named_parameters()}
+    topt = torch.optim.AdamW(list(params.values()), lr=0.01, **hyper)
+    opt = AdamW(model, lr=0.01, **hyper)
+    for i, g in enumerate(_grads(6, model)):
+        lr = 0.01 * (i + 1) / 6
+        opt.lr = lr
+        for group in topt.param_groups:
+            group["lr"] = lr
+        for name, t in params.items():
+            t.grad = torch.tensor(g[name])
+        topt.step()
+        _run(opt, model, [g])
+        for name, p, _ in model.named_parameters():
+            assert p.dtype == np.float32
+            np.testing.assert_allclose(p, params[name].detach().numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_adamw_hand_worked():
+    # p = 1, grad 2 twice, lr 0.1, betas (0.5, 0.75), eps 0, weight decay 0.5:
+    # step 1: p = 1 * (1 - 0.05) = 0.95; m = 0.5 * 2 = 1; v = 0.25 * 4 = 1
+    #         m_hat = 1 / 0.5 = 2, v_hat = 1 / 0.25 = 4: p = 0.95 - 0.1 * 2 / 2 = 0.85
+    # step 2: p = 0.85 * 0.95 = 0.8075; m = 0.5 + 1 = 1.5; v = 0.75 + 1 = 1.75
+    #         m_hat = 1.5 / 0.75 = 2, v_hat = 1.75 / 0.4375 = 4: p = 0.8075 - 0.1 = 0.7075
+    model = Linear(1, 1, bias=False)
+    model.params["weight"][...] = 1.0
+    opt = AdamW(model, lr=0.1, betas=(0.5, 0.75), eps=0.0, weight_decay=0.5)
+    model.grads["weight"][...] = 2.0
+    opt.step()
+    assert abs(model.params["weight"][0, 0] - 0.85) < 1e-6
+    opt.step()
+    assert abs(model.params["weight"][0, 0] - 0.7075) < 1e-6
+    assert opt.steps == 2
+
+
+def test_adamw_state_dict_resume_is_exact():
+    hyper = dict(lr=0.01, weight_decay=1e-2)
+    grads = _grads(6, _model())
+    full = _model()
+    _run(AdamW(full, **hyper), full, grads)
+    part = _model()
+    opt = AdamW(part, **hyper)
+    _run(opt, part, grads[:3])
+    saved = {k: v.copy() for k, v in opt.state_dict().items()}
+    resumed = _model()
+    resumed.load_state_dict(part.state_dict())
+    opt2 = AdamW(resumed, **hyper)
+    opt2.load_state_dict(saved)
+    assert opt2.steps == 3
+    _run(opt2, resumed, grads[3:])
+    for (_, a, _), (_, b, _) in zip(full.named_parameters(), resumed.named_parameters()):
+        np.testing.assert_array_equal(a, b)
+    bad = dict(saved, **{"exp_avg.9.weight": np.zeros(3, np.float32)})
+    with pytest.raises(ValueError, match="9.weight"):
+        AdamW(_model(), **hyper).load_state_dict(bad)
 
 
 def test_warmup_multistep_lr_hand_worked():
