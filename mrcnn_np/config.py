@@ -13,6 +13,16 @@ arguments: ``get_config("tiny", num_classes=4)``. No registry, no YAML.
 from dataclasses import asdict, dataclass, replace
 
 
+# The switches that take one of a few names (checked when a Config is made or loaded).
+CHOICES = dict(
+    mask_loss=("sigmoid", "softmax"),
+    roi_extractor=("align", "pool", "warp", "crop_and_resize"),
+    roi_align_reduction=("avg", "max"),
+    pool_level=("fpn", "stride16", "stride32"),
+    mask_head=("fcn", "mlp"),
+)
+
+
 @dataclass
 class Config:
     name: str = "tiny"
@@ -69,8 +79,28 @@ class Config:
     mask_loss: str = "sigmoid"  # "sigmoid" (per-class BCE, the paper's choice) | "softmax"
     class_agnostic_masks: bool = False
 
+    # -- the ablations of the Mask R-CNN paper's Table 2 (chapter 14); defaults = the model above
+    roi_extractor: str = "align"  # both poolers: "align" | "pool" (RoIPool) | "warp" (RoIWarp:
+    # RoIPool's rounding, then RoIAlign's sampling) | "crop_and_resize" (matterport's)
+    roi_align_reduction: str = "avg"  # a bin of "align"/"warp": mean of its samples | "max"
+    # (Table 2c, "RoIAlign (bilinear, max)"); "pool" is a max and "crop_and_resize" has one
+    # sample per bin, so they ignore it
+    pool_level: str = "fpn"  # "fpn": each RoI's level by FPN Eqn. 1 over P2..P5 | "stride16"
+    # (every RoI from P4) | "stride32" (every RoI from P5): the paper's C4 / C5 stand-ins
+    mask_head: str = "fcn"  # "fcn": mask_layers convs + deconv | "mlp": fc, fc, fc -> K x 28 x 28
+    # on the flattened 14x14 RoI features (Table 2e)
+    mask_mlp_dim: int = 256  # the MLP's hidden width. Paper: 1024, the width of its box head;
+    # tiny: 256, scaled as the box head's representation_size is (torchvision 1024 -> 256)
+
     backend: str = "auto"  # kernels for RoIAlign / NMS: "numpy" | "numba" | "cuda" | "auto"
     seed: int = 0
+
+    def __post_init__(self):
+        for name, allowed in CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"unknown {name} {value!r}; choose one of "
+                                 f"{', '.join(repr(a) for a in allowed)}")
 
     def to_dict(self):
         return asdict(self)

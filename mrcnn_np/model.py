@@ -22,7 +22,7 @@ from .backbone import resnet50_fpn, resnet_fpn_tiny
 from .config import Config, tiny
 from .nn.modules import Module
 from .ops.anchors import AnchorGenerator
-from .ops.poolers import multi_scale_roi_align_backward, multi_scale_roi_align_forward
+from .ops.poolers import pooler_backward, pooler_forward
 from .ops.proposals import RPN_MIN_SIZE, generate_proposals
 from .ops.rpn_targets import build_rpn_targets
 from .postprocess import masks_from_logits, postprocess_detections
@@ -145,10 +145,15 @@ class MaskRCNN(Module):
 
     def _pool(self, maps, boxes_per_image, output_size, sampling_ratio, image_sizes):
         """MultiScaleRoIAlign over P2..P5 (P6 feeds only the RPN), as torchvision's box and
-        mask poolers; the level scales are inferred from the image sizes."""
-        return multi_scale_roi_align_forward(
+        mask poolers; the level scales are inferred from the image sizes. The ablations of
+        chapter 14 swap the extractor (``cfg.roi_extractor``, ``cfg.roi_align_reduction``)
+        or pool every RoI from one level (``cfg.pool_level`` "stride16": P4, "stride32": P5)."""
+        cfg = self.cfg
+        stride = None if cfg.pool_level == "fpn" else int(cfg.pool_level[len("stride"):])
+        return pooler_forward(
             maps[:4], boxes_per_image, image_sizes, output_size=output_size,
-            sampling_ratio=sampling_ratio, aligned=self.cfg.roi_aligned, backend=self.cfg.backend)
+            sampling_ratio=sampling_ratio, aligned=cfg.roi_aligned, extractor=cfg.roi_extractor,
+            reduction=cfg.roi_align_reduction, stride=stride, backend=cfg.backend)
 
     # -----------------------------------------------------------------------------------
     # Training: forward to the five losses, then backward through every stage
@@ -216,7 +221,7 @@ class MaskRCNN(Module):
         mask_feats, c_pool_mask = self._pool(
             f.maps, s.pos_rois, cfg.mask_roi_output_size, cfg.mask_sampling_ratio,
             image_sizes)  # [Rp, C, 14, 14]
-        m, c_mask_head = heads.mask_head.forward(mask_feats)  # [Rp, C_m, 14, 14]
+        m, c_mask_head = heads.mask_head.forward(mask_feats)  # [Rp, C_m, 14, 14] (MLP: [Rp, D_m])
         mask_logits, c_mask_pred = heads.mask_predictor.forward(m)  # [Rp, K, 28, 28]
         loss_mask, c_mask_loss = maskrcnn_loss_forward(mask_logits, labels[labels > 0],
                                                        s.mask_targets, cfg.mask_loss)
@@ -236,18 +241,18 @@ class MaskRCNN(Module):
         one = f.deltas.dtype.type(1.0)  # dL/dL_k = 1 for each of the five losses: a scalar
         dmaps = [np.zeros_like(p) for p in f.maps]  # P2..P6, each [N, C, H_l, W_l]
 
-        # mask branch: L_mask -> logits -> predictor -> FCN -> RoIAlign -> P2..P5
+        # mask branch: L_mask -> logits -> predictor -> FCN (or MLP) -> RoIAlign -> P2..P5
         dmask_logits = maskrcnn_loss_backward(one, mask.loss)  # [Rp, K, 28, 28]
-        dm = heads.mask_predictor.backward(dmask_logits, mask.predictor)  # [Rp, C_m, 14, 14]
+        dm = heads.mask_predictor.backward(dmask_logits, mask.predictor)  # [Rp, C_m, 14, 14] / [Rp, D_m]
         dmask_feats = heads.mask_head.backward(dm, mask.head)  # [Rp, C, 14, 14]
-        for level, d in enumerate(multi_scale_roi_align_backward(dmask_feats, mask.pool)):  # P2..P5
+        for level, d in enumerate(pooler_backward(dmask_feats, mask.pool)):  # P2..P5
             dmaps[level] += d  # [N, C, H_l, W_l], l = P2..P5
 
         # box branch: L_cls + L_box -> logits, deltas -> predictor -> MLP -> RoIAlign -> P2..P5
         dlogits, dbox_reg = fastrcnn_loss_backward(one, one, box.loss)  # [R, K], [R, 4K]
         dh = heads.box_predictor.backward(dlogits, dbox_reg, box.predictor)  # [R, rep]
         dbox_feats = heads.box_head.backward(dh, box.head)  # [R, C, 7, 7]
-        for level, d in enumerate(multi_scale_roi_align_backward(dbox_feats, box.pool)):  # P2..P5
+        for level, d in enumerate(pooler_backward(dbox_feats, box.pool)):  # P2..P5
             dmaps[level] += d  # [N, C, H_l, W_l], l = P2..P5
 
         # RPN: L_rpn_cls + L_rpn_box -> flattened outputs -> per-level maps -> head -> P2..P6
@@ -307,7 +312,7 @@ class MaskRCNN(Module):
             backend=cfg.backend)  # N arrays [D_i, 4], [D_i], [D_i]
         mask_feats, _ = self._pool(maps, boxes, cfg.mask_roi_output_size,
                                    cfg.mask_sampling_ratio, image_sizes)  # [D, C, 14, 14]
-        m, _ = heads.mask_head.forward(mask_feats)  # [D, C_m, 14, 14]
+        m, _ = heads.mask_head.forward(mask_feats)  # [D, C_m, 14, 14] (MLP: [D, D_m])
         mask_logits, _ = heads.mask_predictor.forward(m)  # [D, K, 28, 28]
         all_labels = np.concatenate(labels) if labels else np.zeros(0, np.int64)  # [D]
         probs = masks_from_logits(mask_logits, all_labels, activation=cfg.mask_loss,

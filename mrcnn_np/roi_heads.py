@@ -184,17 +184,53 @@ class MaskRCNNPredictor(Module):
         return self.conv5_mask.backward(d, c1)
 
 
+class MaskMLPPredictor(Module):
+    """The MLP mask head's last layer (the paper's Table 2e, "fc: 1024 -> 1024 -> 80 x 28^2"):
+    one fully connected layer from the hidden features to every mask pixel of every class,
+    [R, D] -> [R, K * M * M] -> reshaped [R, K, M, M]; K = 1 for class-agnostic masks.
+
+    With ``TwoMLPHead`` before it (flatten + fc + ReLU + fc + ReLU on the [R, C, 14, 14] RoI
+    features) it is the paper's MLP. Unlike the FCN, every output pixel has its own weights
+    for every input position: it must learn the spatial layout that convolutions keep for
+    free, which is the paper's explanation of the MLP's 2.1 AP deficit."""
+
+    def __init__(self, in_features, num_mask_classes, mask_size, rng):
+        super().__init__()
+        object.__setattr__(self, "out_shape", (num_mask_classes, mask_size, mask_size))
+        self.mask_fc_logits = Linear(in_features, int(np.prod(self.out_shape)), rng=rng)
+
+    def forward(self, x):
+        out, c = self.mask_fc_logits.forward(x)  # [R, K*M*M]
+        return out.reshape(len(x), *self.out_shape), c  # [R, K, M, M]
+
+    def backward(self, dout, cache):
+        return self.mask_fc_logits.backward(dout.reshape(len(dout), -1), cache)  # [R, D]
+
+
 class RoIHeads(Module):
-    """Holds the four trainable parts under torchvision's names."""
+    """Holds the four trainable parts under torchvision's names.
+
+    ``cfg.mask_head`` "fcn" (torchvision's): ``MaskRCNNHeads`` + ``MaskRCNNPredictor``; "mlp"
+    (the ablation): ``TwoMLPHead`` on the flattened 14x14 features, of width
+    ``cfg.mask_mlp_dim``, + ``MaskMLPPredictor``. Either way the mask branch is
+    ``mask_predictor(mask_head(x))``: [R, C, 14, 14] -> [R, K, 28, 28]."""
 
     def __init__(self, cfg, rng):
         super().__init__()
         C, S = cfg.fpn_channels, cfg.box_roi_output_size
         self.box_head = TwoMLPHead(C * S * S, cfg.representation_size, rng)
         self.box_predictor = FastRCNNPredictor(cfg.representation_size, cfg.num_classes, rng)
-        self.mask_head = MaskRCNNHeads(C, cfg.mask_layers, rng)
         k_mask = 1 if cfg.class_agnostic_masks else cfg.num_classes
-        self.mask_predictor = MaskRCNNPredictor(cfg.mask_layers[-1], cfg.mask_dim_reduced, k_mask, rng)
+        if cfg.mask_head == "fcn":
+            self.mask_head = MaskRCNNHeads(C, cfg.mask_layers, rng)
+            self.mask_predictor = MaskRCNNPredictor(cfg.mask_layers[-1], cfg.mask_dim_reduced,
+                                                    k_mask, rng)
+        elif cfg.mask_head == "mlp":
+            S_m = cfg.mask_roi_output_size
+            self.mask_head = TwoMLPHead(C * S_m * S_m, cfg.mask_mlp_dim, rng)
+            self.mask_predictor = MaskMLPPredictor(cfg.mask_mlp_dim, k_mask, cfg.mask_size, rng)
+        else:
+            raise ValueError(f"unknown mask_head {cfg.mask_head!r} (use 'fcn' or 'mlp')")
 
 
 # ---------------------------------------------------------------------------------------

@@ -24,11 +24,26 @@ choice, "ROIAlignV2").
 
 Backward: each RoI's gradient goes back through RoIAlign to the level it was pooled from;
 levels that pooled no RoI get zeros. The RoIs, and the level choice, get no gradient.
+
+The ablations of chapter 14 (the Mask R-CNN paper's Table 2) change two things here, and
+nothing else: ``pooler_forward`` takes
+
+- ``extractor``: what pools a RoI on its level -- "align" (RoIAlign, the default and the only
+  path above), "pool" (RoIPool), "warp" (RoIWarp) or "crop_and_resize"; ``reduction`` "max"
+  makes the bilinear extractors ("align", "warp") keep each bin's largest sample;
+- ``stride``: None (each RoI's level by Eqn. 1), or 16 or 32: every RoI from the one level of
+  that stride (P4 or P5), our small-scale stand-in for the paper's C4 and C5 backbones.
+
+``multi_scale_roi_align_forward`` is ``pooler_forward`` with the defaults.
 """
 import numpy as np
 
 from ._backend import DEFAULT_BACKEND
-from .roi_align import convert_boxes_to_roi_format, pair, roi_align_backward, roi_align_forward
+from .crop_and_resize import crop_and_resize_backward, crop_and_resize_forward
+from .roi_align import (convert_boxes_to_roi_format, pair, roi_align_backward, roi_align_forward,
+                        roi_align_max_backward, roi_align_max_forward)
+from .roi_pool import roi_pool_backward, roi_pool_forward
+from .roi_warp import quantize_rois
 
 CANONICAL_SCALE = 224  # FPN paper, Eqn. 1: an ImageNet pre-training size...
 CANONICAL_LEVEL = 4    # FPN paper, Eqn. 1: ...maps to k0 = 4 (P4)
@@ -94,18 +109,81 @@ def setup_scales(feature_shapes, image_sizes, canonical_scale=CANONICAL_SCALE,
     return scales, LevelMapper(k_min, k_max, canonical_scale, canonical_level)
 
 
-def multi_scale_roi_align_forward(features, rois, image_sizes, output_size=7, sampling_ratio=2,
-                                  aligned=False, canonical_scale=CANONICAL_SCALE,
-                                  canonical_level=CANONICAL_LEVEL, backend=DEFAULT_BACKEND):
-    """Pool each RoI from its FPN level.
+# ------------------------------------------------------------------ one level's extractor ---
+EXTRACTORS = ("align", "pool", "warp", "crop_and_resize")
+REDUCTIONS = ("avg", "max")
+
+
+def _cpu_backend(backend, kernels):
+    """The backend for an extractor with ``kernels``: the asked one where it has it, else
+    "auto" (its fastest CPU path); "numpy" stays "numpy" (no kernel anywhere)."""
+    return backend if backend in ("numpy", "auto") or backend in kernels else "auto"
+
+
+def extract_forward(feature, rois, output_size, spatial_scale, sampling_ratio=2, aligned=False,
+                    extractor="align", reduction="avg", backend=DEFAULT_BACKEND):
+    """Pool RoIs from ONE feature map with the chosen extractor.
+
+    feature [N, C, H, W]; rois [R, 5] = (batch_index, x1, y1, x2, y2) in image pixels;
+    output_size (S_h, S_w); spatial_scale: the map's feature pixels per image pixel.
+
+    - "align": ``roi_align`` (``reduction`` "avg") or ``roi_align_max`` ("max");
+    - "warp": the same after RoIPool's rounding of the RoI (``roi_warp``: spatial scale 1,
+      ``aligned=False`` on the rounded RoI, whatever ``aligned`` says);
+    - "pool": ``roi_pool`` (a max over whole pixels; sampling_ratio, aligned, reduction unused);
+    - "crop_and_resize": one bilinear sample per cell, the first and last on the box's edges,
+      the box scaled with no half-pixel shift, as matterport calls it (``aligned`` and
+      ``reduction`` unused).
+
+    Ops without the backend's kernel run their fastest CPU path (see ``_cpu_backend``).
+    Returns ``(out [R, C, S_h, S_w], cache)``, the cache tagged with its extractor.
+    """
+    if extractor not in EXTRACTORS or reduction not in REDUCTIONS:
+        raise ValueError(f"extractor must be one of {EXTRACTORS} and reduction one of "
+                         f"{REDUCTIONS}, got {extractor!r}, {reduction!r}")
+    if extractor == "warp":  # RoIWarp = RoIAlign on RoIPool's rounded RoI (ops/roi_warp.py)
+        rois, spatial_scale, aligned = quantize_rois(rois, spatial_scale), 1.0, False
+    if extractor in ("align", "warp") and reduction == "avg":
+        out, cache = roi_align_forward(feature, rois, output_size, spatial_scale,
+                                       sampling_ratio, aligned, backend)
+        return out, (roi_align_backward, cache)
+    if extractor in ("align", "warp"):  # the max reduction
+        out, cache = roi_align_max_forward(feature, rois, output_size, spatial_scale,
+                                           sampling_ratio, aligned, _cpu_backend(backend, ()))
+        return out, (roi_align_max_backward, cache)
+    if extractor == "pool":
+        out, cache = roi_pool_forward(feature, rois, output_size, spatial_scale,
+                                      _cpu_backend(backend, ("numba",)))
+        return out, (roi_pool_backward, cache)
+    out, cache = crop_and_resize_forward(feature, rois[:, 1:], rois[:, 0].astype(np.int64),
+                                         output_size, spatial_scale, 0.0,
+                                         _cpu_backend(backend, ()))
+    return out, (crop_and_resize_backward, cache)
+
+
+def extract_backward(dout, cache):
+    """dout [R, C, S_h, S_w] -> dfeature [N, C, H, W] (fresh), by the extractor's backward."""
+    backward, inner = cache
+    return backward(dout, inner)
+
+
+# ----------------------------------------------------------------------- over the levels ---
+def pooler_forward(features, rois, image_sizes, output_size=7, sampling_ratio=2, aligned=False,
+                   extractor="align", reduction="avg", stride=None,
+                   canonical_scale=CANONICAL_SCALE, canonical_level=CANONICAL_LEVEL,
+                   backend=DEFAULT_BACKEND):
+    """Pool each RoI from its FPN level (or from the one level of ``stride``).
 
     Inputs:
     - features: list of L arrays [N, C, H_l, W_l], finest first (P2, P3, P4, P5).
     - rois: [R, 5] = (batch_index, x1, y1, x2, y2) in image pixels, or a list of [K_i, 4].
     - image_sizes: list of (h, w) per image, or the padded batch's (h, w).
-    - output_size, sampling_ratio, aligned: passed to RoIAlign (torchvision's box head uses
-      7, 2, False; its mask head 14, 2, False).
-    - backend: RoIAlign's (see ``mrcnn_np/ops/_backend.py``).
+    - output_size, sampling_ratio, aligned: passed to the extractor (torchvision's box head
+      uses 7, 2, False; its mask head 14, 2, False).
+    - extractor, reduction: see ``extract_forward`` ("align", "avg": torchvision's pooler).
+    - stride: None: each RoI's level by Eqn. 1 (one level given: that one); 16 or 32: every
+      RoI from the level whose scale is 1/stride (ValueError if there is none).
+    - backend: the extractor's (see ``mrcnn_np/ops/_backend.py``).
     Returns ``(out, cache)``; out [R, C, S_h, S_w], RoIs in their input order.
     """
     features = [np.asarray(f) for f in features]
@@ -115,7 +193,12 @@ def multi_scale_roi_align_forward(features, rois, image_sizes, output_size=7, sa
     S_h, S_w = pair(output_size)
     scales, mapper = setup_scales([f.shape for f in features], image_sizes,
                                   canonical_scale, canonical_level)
-    if len(features) == 1:
+    if stride is not None:
+        if 1.0 / stride not in scales:
+            raise ValueError(f"no feature level of stride {stride} (the levels' strides are "
+                             f"{[round(1 / s) for s in scales]})")
+        levels = np.full(len(rois), scales.index(1.0 / stride), np.int64)  # [R] all one level
+    elif len(features) == 1:
         levels = np.zeros(len(rois), np.int64)                             # one level: no mapping
     else:
         levels = mapper(rois[:, 1:])                                       # [R] in 0..L-1
@@ -123,17 +206,32 @@ def multi_scale_roi_align_forward(features, rois, image_sizes, output_size=7, sa
     per_level = []                                                         # (RoI indices, cache)
     for level, (feature, scale) in enumerate(zip(features, scales)):
         idx = np.flatnonzero(levels == level)                              # [R_l]
-        out_l, cache_l = roi_align_forward(feature, rois[idx], (S_h, S_w), scale,
-                                           sampling_ratio, aligned, backend)
+        out_l, cache_l = extract_forward(feature, rois[idx], (S_h, S_w), scale, sampling_ratio,
+                                         aligned, extractor, reduction, backend)
         out[idx] = out_l                                                   # [R_l, C, S_h, S_w]
         per_level.append((idx, cache_l))
     cache = dict(levels=levels, scales=scales, mapper=mapper, per_level=per_level)
     return out, cache
 
 
+def pooler_backward(dout, cache):
+    """dout [R, C, S_h, S_w] -> list of L arrays dfeatures[l] [N, C, H_l, W_l] (fresh)."""
+    return [extract_backward(dout[idx], cache_l) for idx, cache_l in cache["per_level"]]
+
+
+def multi_scale_roi_align_forward(features, rois, image_sizes, output_size=7, sampling_ratio=2,
+                                  aligned=False, canonical_scale=CANONICAL_SCALE,
+                                  canonical_level=CANONICAL_LEVEL, backend=DEFAULT_BACKEND):
+    """torchvision's ``MultiScaleRoIAlign``: ``pooler_forward`` with RoIAlign (avg) on the
+    levels of Eqn. 1. Returns ``(out [R, C, S_h, S_w], cache)``."""
+    return pooler_forward(features, rois, image_sizes, output_size, sampling_ratio, aligned,
+                          canonical_scale=canonical_scale, canonical_level=canonical_level,
+                          backend=backend)
+
+
 def multi_scale_roi_align_backward(dout, cache):
     """dout [R, C, S_h, S_w] -> list of L arrays dfeatures[l] [N, C, H_l, W_l] (fresh)."""
-    return [roi_align_backward(dout[idx], cache_l) for idx, cache_l in cache["per_level"]]
+    return pooler_backward(dout, cache)
 
 
 def multi_scale_roi_align(features, rois, image_sizes, output_size=7, sampling_ratio=2,
