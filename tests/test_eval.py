@@ -13,6 +13,7 @@ from mrcnn_np.data import CocoDataset, make_shapes_dataset
 from mrcnn_np.eval import (coco_average_precision, coco_evaluate, format_table,
                            predictions_to_coco_results, save_json)
 from mrcnn_np.eval import ap as A
+from mrcnn_np.eval.coco_eval import AP_AT_IOU_NAMES
 
 SIX = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -218,6 +219,27 @@ def test_interpolated_precision_and_matching_units():
     masks[1, 1:3] = True                                     # overlap 4 px, union 12
     np.testing.assert_allclose(A.mask_iou(masks[:1], masks[1:], [False]), [[4 / 12]])
     assert A.mask_iou(np.zeros((0, 4, 4)), masks, [False, False]).shape == (0, 2)
+
+
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+def test_ap_at_each_iou_threshold(shapes, iou_type):
+    """AP@50 .. AP@95: AP at each of the ten thresholds (the AP-vs-IoU curve of chapter 14).
+    AP@50 and AP@75 are COCOeval's AP50 and AP75, their mean is AP, and each is the
+    from-scratch precision's mean at that threshold."""
+    preds, ids = _noisy_predictions(shapes, 0)
+    results = predictions_to_coco_results(preds, ids, shapes.label_to_cat_id)
+    stats = coco_evaluate(shapes.coco, results, iou_types=(iou_type,))[iou_type]
+    curve = [stats[name] for name in AP_AT_IOU_NAMES]
+    assert AP_AT_IOU_NAMES[0] == "AP@50" and AP_AT_IOU_NAMES[-1] == "AP@95" and len(curve) == 10
+    assert stats["AP@50"] == stats["AP50"] and stats["AP@75"] == stats["AP75"]
+    assert np.mean(curve) == pytest.approx(stats["AP"], abs=1e-12)
+    assert curve == sorted(curve, reverse=True)             # a stricter IoU never raises AP
+    precision = coco_average_precision(shapes.coco, results, iou_type)["precision"][..., 0]
+    for t, ap in enumerate(curve):                          # [T, 101, K] -> mean of valid
+        p = precision[t]
+        assert ap == pytest.approx(p[p > -1].mean(), abs=1e-9)
+    empty = coco_evaluate(shapes.coco, [], iou_types=(iou_type,))[iou_type]
+    assert [empty[name] for name in AP_AT_IOU_NAMES] == [0.0] * 10
 
 
 def test_empty_results_and_no_ground_truth(shapes):

@@ -25,6 +25,10 @@ from pycocotools.cocoeval import COCOeval
 # Names of COCOeval.stats, in its order (pycocotools cocoeval.py, summarize()).
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
               "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+# AP at each of COCOeval's ten IoU thresholds .50:.05:.95 (all areas, 100 detections), as
+# summarize() computes AP50 and AP75: "AP@50", "AP@55", ..., "AP@95". Their mean is AP.
+IOU_THRESHOLDS = tuple(round(float(t), 2) for t in np.linspace(0.5, 0.95, 10))
+AP_AT_IOU_NAMES = tuple(f"AP@{round(100 * t)}" for t in IOU_THRESHOLDS)
 
 
 def encode_mask(mask):
@@ -157,7 +161,9 @@ def coco_evaluate(coco_gt, results, iou_types=("bbox", "segm")):
       iou_types: any of "bbox", "segm"
 
     Returns {iou_type: {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100",
-    "ARs", "ARm", "ARl": float}}; no detections give 0 (and -1 where there is no ground truth).
+    "ARs", "ARm", "ARl", "AP@50", "AP@55", ..., "AP@95": float}} (the last ten: AP at each
+    IoU threshold, see ``ap_at_iou``); no detections give 0 (and -1 where there is no ground
+    truth).
     """
     coco_gt = _as_coco(coco_gt)
     stats = {}
@@ -169,7 +175,19 @@ def coco_evaluate(coco_gt, results, iou_types=("bbox", "segm")):
             ev.accumulate()
             ev.summarize()
         stats[iou_type] = {name: float(v) for name, v in zip(STAT_NAMES, ev.stats)}
+        stats[iou_type].update(zip(AP_AT_IOU_NAMES, ap_at_iou(ev)))
     return stats
+
+
+def ap_at_iou(ev):
+    """AP at each IoU threshold of an accumulated COCOeval: [T] floats, T = 10 for .50:.05:.95.
+
+    ``ev.eval["precision"]`` is [T, R, K, A, M] (thresholds, 101 recall points, categories,
+    area ranges, max-detection settings), -1 where a category has no ground truth. As
+    ``summarize()`` does for AP50 and AP75: area "all", the largest max-detections, the mean
+    over the entries that are not -1 (-1 when there are none)."""
+    p = ev.eval["precision"][:, :, :, ev.params.areaRngLbl.index("all"), -1]  # [T, R, K]
+    return [float(np.mean(pt[pt > -1])) if np.any(pt > -1) else -1.0 for pt in p]
 
 
 def object_recall(coco_gt, results, iou_threshold=0.5, score_threshold=0.5):
