@@ -380,6 +380,25 @@ def cmd_demo(args):
     return 0
 
 
+def cmd_ablate(args):
+    from .ablate import GRIDS, run_grid
+    if args.grid not in GRIDS:
+        raise UserError(f"unknown grid {args.grid!r}; choose one of {', '.join(GRIDS)}")
+    if args.seeds <= 0 or args.iters <= 0:
+        raise UserError("--seeds and --iters must be positive")
+    try:
+        results = run_grid(args.grid, args.out, seeds=args.seeds, iters=args.iters,
+                           data_dir=args.data, progress=not args.no_progress,
+                           log=lambda m: print(m, file=sys.stderr))
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to continue", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"{len(results['runs'])} runs of grid '{args.grid}' in {results['wall_s'] / 60:.1f} "
+          f"min; {Path(args.out) / 'table.md'}:")
+    print((Path(args.out) / "table.md").read_text(), end="")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------
 # The parser and main
 # ------------------------------------------------------------------------------------------
@@ -467,6 +486,17 @@ def build_parser():
                    help="validation images to write (default: the demo's own setting)")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_demo)
+
+    from .ablate import DEFAULT_ITERS, GRIDS
+    s = sub.add_parser("ablate", help="train every variant of an ablation grid (chapter 14)")
+    s.add_argument("--grid", required=True, help=f"the grid: {', '.join(GRIDS)}")
+    s.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 for every variant")
+    s.add_argument("--iters", type=int, default=DEFAULT_ITERS, help="iterations of each run")
+    s.add_argument("--out", default="runs/ablate", help="grid folder (run it again to continue)")
+    s.add_argument("--data", default=None,
+                   help="a COCO data folder (default: the shapes set, written into OUT/data)")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=cmd_ablate)
     return p
 
 

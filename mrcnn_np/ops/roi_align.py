@@ -317,7 +317,20 @@ def roi_align(input, rois, output_size, spatial_scale=1.0, sampling_ratio=-1, al
 # The Mask R-CNN paper's Table 2c also reports "RoIAlign (bilinear, max)": the same bilinear
 # samples, but a bin keeps the largest of them instead of their mean (30.2 AP vs 30.3 for
 # avg: the reduction hardly matters; the rounding does). It is an ablation, not on the
-# default path, so it has the NumPy definition only.
+# default path, so it has the NumPy definition only. It is the reference above with one
+# change: the axis matrices get one row per *sample* instead of one per bin (the bin's sum
+# is left out), so the two products give every sample, and a max over each bin's samples
+# replaces the mean.
+
+def sample_matrix(low, high, w_low, w_high, size):
+    """One RoI's per-sample axis weights, ``A [S * G, size]``: row ``p * G + g`` holds the two
+    bilinear taps of sample ``g`` of bin ``p`` (``axis_matrix`` sums a bin's G rows into one).
+
+    low, high: [S, G] int; w_low, w_high: [S, G] T (0 for padding slots and off-map samples).
+    """
+    return axis_matrix(low.reshape(-1, 1), high.reshape(-1, 1), w_low.reshape(-1, 1),
+                       w_high.reshape(-1, 1), size)                      # [S*G, size]
+
 
 def roi_align_max_forward(input, rois, output_size, spatial_scale=1.0, sampling_ratio=-1,
                           aligned=False, backend=DEFAULT_BACKEND):
@@ -333,7 +346,7 @@ def roi_align_max_forward(input, rois, output_size, spatial_scale=1.0, sampling_
 
     Returns ``(out, cache)``; out [R, C, S_h, S_w]. The cache holds ``argmax`` [R, C, S_h, S_w]
     int64: the winning sample's index ``iy * G_x + ix`` in its bin (ties: the first in
-    row-major order, as ``np.argmax``), or -1 for a bin with no samples.
+    row-major order wins, as in RoIPool), or -1 for a bin with no samples.
     """
     resolve_backend(backend, "roi_align_max", kernels=())
     input = np.asarray(input)
@@ -348,26 +361,30 @@ def roi_align_max_forward(input, rois, output_size, spatial_scale=1.0, sampling_
     if R == 0 or C == 0:
         return out, cache
     prm = roi_align_params(rois, spatial_scale, S_h, S_w, sampling_ratio, aligned)
-    t = sample_tables(prm, S_h, S_w, H, W)
-    cache["tables"] = t
+    t = cache["tables"] = sample_tables(prm, S_h, S_w, H, W)
     G_y, G_x = t.y_low.shape[2], t.x_low.shape[2]
-    for r in range(R):
-        if t.roi_bin_grid_h[r] == 0 or t.roi_bin_grid_w[r] == 0:
-            continue                                                      # no samples: 0
-        feat = input[t.roi_batch_ind[r]]                                  # [C, H, W]
-        yl, yh = t.y_low[r][:, :, None, None], t.y_high[r][:, :, None, None]    # [S_h, G_y, 1, 1]
-        xl, xh = t.x_low[r][None, None], t.x_high[r][None, None]          # [1, 1, S_w, G_x]
-        wyl, wyh = t.wy_low[r][:, :, None, None], t.wy_high[r][:, :, None, None]
-        wxl, wxh = t.wx_low[r][None, None], t.wx_high[r][None, None]
-        value = (wyl * wxl * feat[:, yl, xl] + wyl * wxh * feat[:, yl, xh]
-                 + wyh * wxl * feat[:, yh, xl] + wyh * wxh * feat[:, yh, xh])  # [C, S_h, G_y, S_w, G_x]
-        used = ((np.arange(G_y) < t.roi_bin_grid_h[r])[:, None, None]
-                & (np.arange(G_x) < t.roi_bin_grid_w[r])[None, None, :])  # [G_y, 1, G_x]
-        value = np.where(used, value, -np.inf)                            # padding never wins
-        value = value.transpose(0, 1, 3, 2, 4).reshape(C, S_h, S_w, G_y * G_x)  # samples last
-        best = value.argmax(axis=-1)                                      # [C, S_h, S_w]
-        argmax[r] = best
-        out[r] = np.take_along_axis(value, best[..., None], -1)[..., 0]   # [C, S_h, S_w]
+    value = np.zeros((R, C, S_h * G_y, S_w * G_x), input.dtype)          # every sample's value
+    # (rows: bin p_h's samples at p_h * G_y + iy; columns: bin p_w's at p_w * G_x + ix)
+    for r in range(R):  # the reference's two products, one row/column per sample
+        Ay = sample_matrix(t.y_low[r], t.y_high[r], t.wy_low[r], t.wy_high[r], H)  # [S_h*G_y, H]
+        Ax = sample_matrix(t.x_low[r], t.x_high[r], t.wx_low[r], t.wx_high[r], W)  # [S_w*G_x, W]
+        y0, y1 = window(Ay)
+        x0, x1 = window(Ax)
+        if y1 > y0 and x1 > x0:                                           # else: all off the map
+            patch = input[t.roi_batch_ind[r], :, y0:y1, x0:x1]            # [C, h, w]
+            value[r] = Ay[:, y0:y1] @ patch @ Ax[:, x0:x1].T              # [C, S_h*G_y, S_w*G_x]
+    value = value.reshape(R, C, S_h, G_y, S_w, G_x)
+    # The running max over each bin's samples in row-major order; a sample replaces the best
+    # so far only when strictly larger, so the first of tied samples wins (as RoIPool).
+    best = np.full((R, C, S_h, S_w), -np.inf, input.dtype)                # [R, C, S_h, S_w]
+    for iy in range(G_y):
+        for ix in range(G_x):
+            used = (iy < t.roi_bin_grid_h) & (ix < t.roi_bin_grid_w)      # [R] not padding
+            v = value[:, :, :, iy, :, ix]                                 # [R, C, S_h, S_w]
+            better = (v > best) & used[:, None, None, None]
+            best = np.where(better, v, best)
+            argmax[better] = iy * G_x + ix
+    out[...] = np.where(argmax >= 0, best, 0)                             # no samples: 0
     return out, cache
 
 
@@ -381,20 +398,26 @@ def roi_align_max_backward(dout, cache):
     """
     rois, argmax, t = cache["rois"], cache["argmax"], cache["tables"]
     N, C, H, W = cache["input_shape"]
+    S_h, S_w = cache["output_size"]
     dout = np.asarray(dout, dtype=rois.dtype)
     dinput = np.zeros((N, C, H, W), rois.dtype)                           # [N, C, H, W]
     if t is None:
         return dinput
-    R, _, S_h, S_w = argmax.shape
-    G_x = t.x_low.shape[2]
-    r, c, ph, pw = np.nonzero(argmax >= 0)                                # [B] bins with a winner
-    iy, ix = np.divmod(argmax[r, c, ph, pw], G_x)                         # [B] the winner's slot
-    n = t.roi_batch_ind[r]                                                # [B]
-    d = dout[r, c, ph, pw]                                                # [B]
-    for y, wy in ((t.y_low, t.wy_low), (t.y_high, t.wy_high)):
-        for x, wx in ((t.x_low, t.wx_low), (t.x_high, t.wx_high)):
-            np.add.at(dinput, (n, c, y[r, ph, iy], x[r, pw, ix]),
-                      d * wy[r, ph, iy] * wx[r, pw, ix])                 # scatter-add one tap
+    G_y, G_x = t.y_low.shape[2], t.x_low.shape[2]
+    # each bin's gradient on its winning sample, zero on the others
+    dvalue = np.zeros((len(rois), C, S_h, G_y, S_w, G_x), rois.dtype)
+    for iy in range(G_y):
+        for ix in range(G_x):
+            dvalue[:, :, :, iy, :, ix] = np.where(argmax == iy * G_x + ix, dout, 0)
+    dvalue = dvalue.reshape(len(rois), C, S_h * G_y, S_w * G_x)           # as the forward's value
+    for r in range(len(rois)):
+        Ay = sample_matrix(t.y_low[r], t.y_high[r], t.wy_low[r], t.wy_high[r], H)  # [S_h*G_y, H]
+        Ax = sample_matrix(t.x_low[r], t.x_high[r], t.wx_low[r], t.wx_high[r], W)  # [S_w*G_x, W]
+        y0, y1 = window(Ay)
+        x0, x1 = window(Ax)
+        if y1 > y0 and x1 > x0:  # the forward's transpose, as in roi_align_backward
+            dpatch = Ay[:, y0:y1].T @ dvalue[r] @ Ax[:, x0:x1]            # [C, h, w]
+            dinput[t.roi_batch_ind[r], :, y0:y1, x0:x1] += dpatch
     return dinput
 
 
