@@ -232,19 +232,30 @@ def child_ours(a):
     except ImportError:
         pass
     fired = set()
+    step, dp = model.forward_backward, None
+    if a.workers > 1:  # DataParallel: the stages run in the workers, only the total is timed
+        from mrcnn_np.parallel import DataParallel
+        dp = DataParallel(model, a.workers)
+        step = dp.forward_backward
+        out["workers"] = a.workers
     for i in range(a.warmup + a.steps):
         tl.take()
         t0 = time.perf_counter()
-        losses = model.forward_backward(images, targets, np.random.default_rng(1000 * a.round + i))
+        losses = step(images, targets, np.random.default_rng(1000 * a.round + i))
         dt = time.perf_counter() - t0
         ev = tl.take()
         fired |= {n for n, _, _ in ev}
-        if i >= a.warmup:
+        if i >= a.warmup and dp is not None:
+            out["train"].append({k: (dt if k == "total" else float("nan")) for k, _ in TRAIN_ROWS})
+            out["losses"].append({k: float(losses[k]) for k in LOSS_NAMES})
+        elif i >= a.warmup:
             if os.environ.get("BENCH_TINY_EVENTS"):  # a debugging aid: one step's timeline
                 Path(os.environ["BENCH_TINY_EVENTS"]).write_text(json.dumps(
                     [(n, (s0 - t0) * 1e3, (s1 - t0) * 1e3) for n, s0, s1 in ev] + [("step", 0, dt * 1e3)]))
             out["train"].append(train_stages(ev, dt))
             out["losses"].append({k: float(losses[k]) for k in LOSS_NAMES})
+    if dp is not None:
+        dp.close()
     for i in range(a.warmup + a.steps):
         tl.take()
         t0 = time.perf_counter()
@@ -411,7 +422,7 @@ def run_child(kind, args, work, inputs, config, weights, rnd, steps, root=None, 
     for v in THREAD_VARS:
         env[v] = str(args.threads)
     if kind != "torchvision" and args.ours_blas_threads is not None:
-        # the demo's setting: numba kernels on every core, BLAS on one (make demo)
+        # numba kernels on every core, BLAS on one
         env["OPENBLAS_NUM_THREADS"] = str(args.ours_blas_threads)
     env.pop("PYTHONPATH", None)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind,
@@ -423,6 +434,8 @@ def run_child(kind, args, work, inputs, config, weights, rnd, steps, root=None, 
         cmd += ["--root", str(root)]
     if dets:
         cmd += ["--dets", str(dets)]
+    if kind == "ours" and root == ROOT and args.ours_workers > 1:
+        cmd += ["--workers", str(args.ours_workers)]
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(root or ROOT))
     if p.returncode:
         raise RuntimeError(f"{kind} child ({root or ROOT}) failed:\n{p.stderr[-4000:]}")
@@ -494,7 +507,11 @@ def main():
     ap.add_argument("--quick", action="store_true", help="3 steps, 1 round, 1 warm-up: a smoke run")
     ap.add_argument("--ours-blas-threads", type=int, default=None,
                     help="BLAS threads of our side only (default: --threads); numba keeps "
-                         "--threads. `--threads 2 --ours-blas-threads 1` is make demo's setting")
+                         "--threads")
+    ap.add_argument("--ours-workers", type=int, default=1,
+                    help="train ours with parallel.DataParallel on this many workers (make demo: "
+                         "2); only the step's total is timed then")
+    ap.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--weights", default="notebooks/assets/tiny_shapes.npz",
                     help="our .npz weights, loaded into both (default: the demo's trained model)")
     ap.add_argument("--random-init", action="store_true", help="random weights instead (seed --seed)")
@@ -555,7 +572,10 @@ def main():
     print(f"- threads: {args.threads} each side (torch.set_num_threads; "
           f"{'/'.join(THREAD_VARS)}={args.threads} for both"
           + (f"; ours with OPENBLAS_NUM_THREADS={args.ours_blas_threads}"
-             if args.ours_blas_threads is not None else "") + f"); {os.cpu_count()} CPU cores")
+             if args.ours_blas_threads is not None else "")
+          + (f"; ours trains on {args.ours_workers} DataParallel workers (1 BLAS and 1 numba "
+             f"thread each; inference in one process)" if args.ours_workers > 1 else "")
+          + f"); {os.cpu_count()} CPU cores")
     print(f"- weights: {wdesc}")
     print(f"- inputs: {args.images} shapes train images {[tuple(s) for s in sizes]} with "
           f"{nobj} objects, resized by both to the preset's min_size {cfg['min_size']}, max_size "

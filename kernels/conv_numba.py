@@ -18,8 +18,10 @@ the input and computes the output size.
 Measured on the 2-core machine, 2 numba threads, the tiny preset's shapes (ms, NumPy vs these
 kernels): im2col of the mask head's 32 RoIs x 32 ch at 14x14 1.29 vs 1.08, of P2's 3x3 conv
 (2 x 64 ch at 48x48) 1.39 vs 0.44, of the stem (stride 2) 1.82 vs 1.88; col2im of the same
-2.78 vs 1.89, 2.43 vs 1.75 and 4.60 vs 1.85. On one thread they are NumPy's speed, within
-~10% either way.
+2.78 vs 1.89, 2.43 vs 1.75 and 4.60 vs 1.85. On one thread (2026-12-01) im2col is slower
+than NumPy's nine strided copies where the rows are short (the mask head, 32 RoIs x 64 ch at
+14x14: 4.7 vs 3.0 ms; the stem 0.76 vs 0.26 ms), so ``nn/conv.py`` calls it only when numba
+has more than one thread; col2im stays ahead or even there (5.7 vs 6.2, 0.50 vs 0.96 ms).
 """
 import numba
 import numpy as np

@@ -131,10 +131,11 @@ def cmd_train(args):
         cfg = get_config(args.config, backend=args.backend)
     except ValueError as e:
         raise UserError(str(e)) from None
-    if args.iters <= 0 or args.batch_size <= 0 or not args.lr > 0:
-        raise UserError("--iters, --batch-size and --lr must be positive")
+    if args.iters <= 0 or args.batch_size <= 0 or not args.lr > 0 or args.workers <= 0:
+        raise UserError("--iters, --batch-size, --lr and --workers must be positive")
     summary = train(cfg, args.data, args.out, iters=args.iters, batch_size=args.batch_size,
-                    lr=args.lr, optimizer=args.optimizer, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
+                    lr=args.lr, optimizer=args.optimizer, workers=args.workers,
+                    eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
                     clip_grad_norm=args.clip_grad_norm, flip=not args.no_flip,
                     resume=args.resume, seed=args.seed, progress=not args.no_progress,
                     log=lambda m: print(m, file=sys.stderr))
@@ -426,6 +427,8 @@ def build_parser():
     s.add_argument("--lr", type=float, default=0.02)
     s.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"),
                    help="sgd: torchvision's recipe (momentum 0.9); adamw: try --lr 0.001")
+    s.add_argument("--workers", type=int, default=1,
+                   help="worker processes, one share of each batch each (2 on a 2-core machine)")
     s.add_argument("--eval-every", type=int, default=0,
                    help="evaluate every N iterations (0: at the end only, -1: never)")
     s.add_argument("--checkpoint-every", type=int, default=50)

@@ -233,30 +233,36 @@ class MaskRCNN(Module):
                            BranchCache(c_pool_mask, c_mask_head, c_mask_pred, c_mask_loss))
         return losses, cache
 
-    def backward_train(self, cache):
+    def backward_train(self, cache, loss_weights=None):
         """dL/dθ for every trainable parameter, accumulated into ``.grads``; L is the sum of
-        the five losses, so each loss starts its backward with gradient 1."""
+        the five losses, so each loss starts its backward with gradient 1. ``loss_weights``
+        ({loss name: w}) makes L a weighted sum instead (``parallel.DataParallel``: a worker's
+        share of the batch)."""
         f, box, mask = cache.features, cache.box, cache.mask  # Features, BranchCache x 2
         heads = self.roi_heads
         one = f.deltas.dtype.type(1.0)  # dL/dL_k = 1 for each of the five losses: a scalar
+        w = {k: one if loss_weights is None else f.deltas.dtype.type(loss_weights[k])
+             for k in LOSS_NAMES}  # dL/dL_k
         dmaps = [np.zeros_like(p) for p in f.maps]  # P2..P6, each [N, C, H_l, W_l]
 
         # mask branch: L_mask -> logits -> predictor -> FCN (or MLP) -> RoIAlign -> P2..P5
-        dmask_logits = maskrcnn_loss_backward(one, mask.loss)  # [Rp, K, 28, 28]
-        dm = heads.mask_predictor.backward(dmask_logits, mask.predictor)  # [Rp, C_m, 14, 14] / [Rp, D_m]
+        dmask_logits = maskrcnn_loss_backward(w["loss_mask"], mask.loss)  # [Rp, K, 28, 28]
+        dm = heads.mask_predictor.backward(dmask_logits, mask.predictor)  # [Rp, C_m, 14, 14]
         dmask_feats = heads.mask_head.backward(dm, mask.head)  # [Rp, C, 14, 14]
         for level, d in enumerate(pooler_backward(dmask_feats, mask.pool)):  # P2..P5
             dmaps[level] += d  # [N, C, H_l, W_l], l = P2..P5
 
         # box branch: L_cls + L_box -> logits, deltas -> predictor -> MLP -> RoIAlign -> P2..P5
-        dlogits, dbox_reg = fastrcnn_loss_backward(one, one, box.loss)  # [R, K], [R, 4K]
+        dlogits, dbox_reg = fastrcnn_loss_backward(
+            w["loss_classifier"], w["loss_box_reg"], box.loss)  # [R, K], [R, 4K]
         dh = heads.box_predictor.backward(dlogits, dbox_reg, box.predictor)  # [R, rep]
         dbox_feats = heads.box_head.backward(dh, box.head)  # [R, C, 7, 7]
         for level, d in enumerate(pooler_backward(dbox_feats, box.pool)):  # P2..P5
             dmaps[level] += d  # [N, C, H_l, W_l], l = P2..P5
 
         # RPN: L_rpn_cls + L_rpn_box -> flattened outputs -> per-level maps -> head -> P2..P6
-        dobj, ddeltas = rpn_loss_backward(one, one, cache.rpn_loss)  # [N, A, c], [N, A, 4]
+        dobj, ddeltas = rpn_loss_backward(
+            w["loss_objectness"], w["loss_rpn_box_reg"], cache.rpn_loss)  # [N, A, c], [N, A, 4]
         # The RPN's gradient path ends here: proposals, anchors, sampled targets get no gradient.
         dobjectness, dlevel_deltas = unflatten_predictions(
             dobj, ddeltas, f.head_shapes)  # per level [N, A_l*c, H_l, W_l], [N, 4A_l, H_l, W_l]

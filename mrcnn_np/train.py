@@ -305,6 +305,7 @@ class Run:
     indices: np.ndarray            # [T] the training images that have at least one target
     val_ds: CocoDataset = None     # None: no evaluation
     records: list = field(default_factory=list)  # the log, one dict per iteration done
+    parallel: object = None        # a parallel.DataParallel while training on several workers
 
     @property
     def ckpt_path(self):
@@ -448,7 +449,7 @@ def train_step(run, i):
     model, hp = run.model, run.hp
     images, targets = sample_batch(run.train_ds, run.indices, run.rng, hp["batch_size"],
                                    flip=hp.get("flip", True))
-    losses = model.forward_backward(images, targets, run.rng)
+    losses = (run.parallel or model).forward_backward(images, targets, run.rng)
     problem, grad_norm = _check_finite(losses, model)
     if problem is not None:
         raise TrainingDiverged(
@@ -492,7 +493,7 @@ def train(cfg, data_dir, out_dir, iters=300, batch_size=2, lr=0.02, momentum=MOM
           weight_decay=WEIGHT_DECAY, warmup_iters=None, warmup_factor=WARMUP_FACTOR,
           milestones=None, gamma=0.1, clip_grad_norm=None, eval_every=0, eval_images=None,
           checkpoint_every=50, resume=False, seed=0, flip=True, progress=True,
-          train_split="train", val_split="val", optimizer="sgd", log=print):
+          train_split="train", val_split="val", optimizer="sgd", workers=1, log=print):
     """Train a Mask R-CNN on the COCO data set in ``data_dir``; write ``out_dir`` (see the
     module docstring).
 
@@ -515,6 +516,9 @@ def train(cfg, data_dir, out_dir, iters=300, batch_size=2, lr=0.02, momentum=MOM
       seed: seeds the weights (one child of ``SeedSequence(seed)``) and the training RNG
         (another child)
       flip: horizontal-flip augmentation (off to over-fit one image exactly)
+      workers: >= 2 trains on that many worker processes, one share of each batch on each
+        (``parallel.DataParallel``: the same losses up to rounding, W cores in use); 1: this
+        process alone (the reference path)
       log: where one-line messages go (print by default)
 
     Returns a summary dict: iterations, wall_s, final (mean losses over the last 20
@@ -530,22 +534,32 @@ def train(cfg, data_dir, out_dir, iters=300, batch_size=2, lr=0.02, momentum=MOM
                     evaluate=eval_every >= 0, log=log)
     stats, results = None, None
     t_start = time.perf_counter()
+    if workers > 1 and run.start < iters:
+        from .parallel import DataParallel
+        run.parallel = DataParallel(run.model, workers)
     bar = tqdm(range(run.start, iters), initial=run.start, total=iters, disable=not progress,
                dynamic_ncols=True, desc="train")
-    with open(run.log_path, "a") as log_file:
-        for i in bar:  # i: 0-based index of this iteration; after it, i + 1 are done
-            record = train_step(run, i)
-            run.records.append(record)
-            log_file.write(json.dumps(record) + "\n")
-            log_file.flush()
-            bar.set_postfix({k.replace("loss_", ""): f"{v:.3f}"
-                             for k, v in _mean_losses(run.records[-20:]).items()}, refresh=False)
-            done = i + 1
-            if done % checkpoint_every == 0 or done == iters:
-                save_run_checkpoint(run, done)
-            if run.val_ds is not None and eval_every > 0 and done % eval_every == 0 and done != iters:
-                stats, results = evaluate_run(run, done, eval_images, log)
-    bar.close()
+    try:
+        with open(run.log_path, "a") as log_file:
+            for i in bar:  # i: 0-based index of this iteration; after it, i + 1 are done
+                record = train_step(run, i)
+                run.records.append(record)
+                log_file.write(json.dumps(record) + "\n")
+                log_file.flush()
+                bar.set_postfix({k.replace("loss_", ""): f"{v:.3f}"
+                                 for k, v in _mean_losses(run.records[-20:]).items()},
+                                refresh=False)
+                done = i + 1
+                if done % checkpoint_every == 0 or done == iters:
+                    save_run_checkpoint(run, done)
+                if (run.val_ds is not None and eval_every > 0 and done % eval_every == 0
+                        and done != iters):
+                    stats, results = evaluate_run(run, done, eval_images, log)
+    finally:
+        bar.close()
+        if run.parallel is not None:
+            run.parallel.close()
+            run.parallel = None
 
     # The weights first: whatever the final evaluation does, the run's work is on disk.
     done = max(iters, run.start)

@@ -1,8 +1,9 @@
-"""The fast training path computes what the readable one computes.
+"""The fast training paths compute what the readable one computes.
 
 The reference is NumPy on one core: ``backend="numpy"`` (NumPy's im2col/col2im, RoIAlign, NMS
-and IoU) and one BLAS thread. The fast path is ``backend="auto"`` (the numba kernels, which
-split copies and loops over the cores) and two BLAS threads.
+and IoU) and one BLAS thread. The fast paths are ``backend="auto"`` (the numba kernels, which
+split copies and loops over the cores) with two BLAS threads, and ``parallel.DataParallel``
+(one worker process per image of the batch, the gradients summed; ``make demo`` trains so).
 
 Bit-exact is not what the arithmetic allows: OpenBLAS splits a matrix product differently over
 two threads (the sums are added in another order), and the RoIAlign kernel lets LLVM fuse its
@@ -37,27 +38,30 @@ import numpy as np
 from mrcnn_np import MaskRCNN
 from mrcnn_np.config import tiny
 from mrcnn_np.nn.optim import SGD
+from mrcnn_np.parallel import DataParallel
 from mrcnn_np.train import load_split, sample_batch
-data, backend, iters = sys.argv[1], sys.argv[2], int(sys.argv[3])
+data, backend, iters, workers = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 ds = load_split(data, "train")
 cfg = tiny(num_classes=ds.num_classes, backend=backend, min_size=(96,), max_size=96)
 model = MaskRCNN(cfg, rng=np.random.default_rng(0))
 model.astype(np.float64)
 opt = SGD(model, lr=0.01, momentum=0.9, weight_decay=1e-4)
+step = DataParallel(model, workers).forward_backward if workers > 1 else model.forward_backward
 rng = np.random.default_rng(0)
 rows = []
 for i in range(iters):
     images, targets = sample_batch(ds, np.arange(len(ds)), rng, 2)
-    losses = model.forward_backward([im.astype(np.float64) for im in images], targets, rng)
+    losses = step([im.astype(np.float64) for im in images], targets, rng)
     opt.step()
     rows.append([losses[k] for k in sorted(losses)])
 print(json.dumps(rows))
 """
 
 
-def _train(data, backend, blas_threads):
+def _train(data, backend, blas_threads, workers=1):
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(blas_threads))
-    done = subprocess.run([sys.executable, "-c", CHILD, str(data), backend, str(ITERS)],
+    done = subprocess.run([sys.executable, "-c", CHILD, str(data), backend, str(ITERS),
+                           str(workers)],
                           check=True, env=env, cwd=ROOT, capture_output=True, text=True,
                           timeout=900)
     return np.array(json.loads(done.stdout.strip().splitlines()[-1]))  # [ITERS, 6 losses]
@@ -69,6 +73,8 @@ def test_fast_path_trains_like_the_reference(tmp_path):
     make_shapes_dataset(data, num_train=8, num_val=2, image_size=(96, 96), seed=3)
     ref = _train(data, "numpy", 1)
     fast = _train(data, "auto", 2)
+    workers = _train(data, "auto", 1, workers=2)
     assert ref.shape == (ITERS, 6) and np.isfinite(ref).all()
     assert ref[:, 0].std() > 0 and (ref > 0).all()  # real losses that change as it trains
     np.testing.assert_allclose(fast, ref, rtol=RTOL, atol=0)
+    np.testing.assert_allclose(workers, ref, rtol=RTOL, atol=0)

@@ -1,0 +1,233 @@
+"""Data-parallel training: the images of a batch on several cores, one process per worker.
+
+A tiny training step is many small operations, and most of them (copies, adds, small matrix
+products) use one core however many BLAS or numba threads they are given. The images of a
+batch, though, are independent up to the point where their losses are averaged. So each
+worker process takes its share of the images and runs the whole model on them, and the
+gradients are summed:
+
+    master                                  worker w (its images B_w of the batch)
+    transform the batch (one rng)
+                          -- batch[B_w] -->  backbone + RPN head + proposal layer
+                          <-- proposals ---
+    sample_targets for the whole batch
+      (the same rng draws, in the same
+       order, as MaskRCNN.forward_train)
+                          -- samples[B_w],   the five losses of B_w, backward with each
+                             loss weights -> loss weighted by B_w's share (below)
+    grad = sum over workers                 <-- losses ----  (its grads in shared memory)
+    clip, optimiser step (the parameters
+      are shared memory: every worker sees the new weights)
+
+The losses are averages over the whole batch (chapter 09): the objectness loss over the
+sampled anchors of all images, the box losses over all sampled RoIs, the mask loss over all
+positive RoIs. A worker's loss is the same average over its own images only, so worker w's
+loss ``k`` enters the batch's loss with weight ``n_k(B_w) / n_k(batch)`` (its share of the
+anchors, RoIs or positives), and the gradient with the same weight: ``backward_train`` takes
+those weights in place of its 1s. Everything the losses are measured against is drawn by the
+master with the single training rng, exactly as ``forward_train`` draws it, so the parallel
+path samples the same anchors and RoIs as the reference.
+
+What is not the same: the sum of a product over two images' pixels is added in another order
+when each image is its own product, and ``grad = g_0 + g_1`` adds the halves in one more step.
+Results agree to rounding, not bit for bit; ``tests/test_parallel_equivalence.py`` trains 20
+float64 iterations both ways and compares every loss to 1e-6 relative.
+
+Not for BatchNorm in training mode: its statistics are taken over the whole batch, which no
+worker sees (the ``tiny`` preset has no normalization; frozen and group norm are per image).
+
+Workers are started with ``spawn`` (a fresh interpreter: numba's and OpenBLAS's thread pools
+are not safe to fork once started) and get the model pickled; the parameters then live in one
+shared-memory block that master and workers map. Each worker runs one numba thread and one
+BLAS thread, so W workers use W cores. ``close()`` (or ``with DataParallel(...)``) stops them.
+"""
+import multiprocessing as mp
+import os
+from multiprocessing import shared_memory
+
+import numpy as np
+
+from .model import LOSS_NAMES, Samples
+
+
+def _trainable(model):
+    """(module, key) for every trainable parameter, in ``named_parameters`` order."""
+    return [(m, k) for _, m in model.named_modules() if m.requires_grad for k in m.params]
+
+
+def _bind(model, flat, slot):
+    """Make the parameters views into ``flat[0]`` and the grads views into ``flat[slot]``."""
+    off = 0
+    for m, k in _trainable(model):
+        p = m.params[k]
+        n = p.size
+        if slot is None:  # the master: copy the values in first
+            flat[0, off:off + n] = p.reshape(-1)
+        m.params[k] = flat[0, off:off + n].reshape(p.shape)
+        if slot is not None:
+            m.grads[k] = flat[slot, off:off + n].reshape(p.shape)
+        off += n
+
+
+def _attach(name, shape, dtype):
+    shm = shared_memory.SharedMemory(name=name)
+    return shm, np.ndarray(shape, dtype, buffer=shm.buf)
+
+
+def _worker_main(conn, model, shm_name, shape, dtype, slot):
+    """A worker's loop: ("features", batch, sizes) -> proposals; ("losses", samples, sizes,
+    weights) -> its weighted losses, its gradient left in its slot of shared memory."""
+    import numba
+    numba.set_num_threads(1)
+    shm, flat = _attach(shm_name, shape, dtype)
+    _bind(model, flat, slot)
+    model.train(True)
+    features = None
+    try:
+        while True:
+            msg = conn.recv()
+            if msg[0] == "stop":
+                break
+            if msg[0] == "features":
+                _, batch, image_sizes = msg
+                model.zero_grad()
+                features = model.features_forward(batch)
+                proposals = model.propose(features, image_sizes, training=True)
+                conn.send((proposals, features.anchors))
+            elif msg[0] == "losses":
+                _, samples, image_sizes, weights = msg
+                losses, cache = model.loss_forward(features, samples, image_sizes)
+                features = None
+                model.backward_train(cache, loss_weights=weights)
+                conn.send(losses)
+    finally:
+        del flat
+        shm.close()
+
+
+def _counts(samples, images):
+    """Normalizer of each loss over ``images`` (indices into the batch): sampled anchors (the
+    two RPN losses), sampled RoIs (classifier, box), positive RoIs (mask)."""
+    anchors = max(int((samples.rpn_labels[images] >= 0).sum()), 1)
+    rois = sum(len(samples.labels[i]) for i in images)
+    pos = sum(len(samples.pos_rois[i]) for i in images)
+    return dict(zip(LOSS_NAMES, (anchors, anchors, rois, rois, pos)))
+
+
+def _subset(samples, images):
+    """The ``Samples`` of the batch's ``images`` (mask targets are stacked over images)."""
+    starts = np.cumsum([0] + [len(p) for p in samples.pos_rois])
+    masks = np.concatenate([samples.mask_targets[starts[i]:starts[i + 1]] for i in images], 0)
+    return Samples(samples.rpn_labels[images], samples.rpn_targets[images],
+                   [samples.rois[i] for i in images], [samples.labels[i] for i in images],
+                   [samples.reg_targets[i] for i in images],
+                   [samples.pos_rois[i] for i in images], masks)
+
+
+class DataParallel:
+    """``DataParallel(model, workers)``; ``forward_backward(images, targets, rng)`` as
+    ``MaskRCNN.forward_backward`` (the summed gradient in the model's ``.grads``); ``close()``.
+
+    From here on the model's parameters are views into shared memory: update them in place
+    (the optimisers do), do not ``load_state_dict`` or ``astype`` the model until ``close()``.
+    """
+
+    def __init__(self, model, workers=2):
+        if workers < 2:
+            raise ValueError("DataParallel needs at least 2 workers")
+        if model.cfg.backbone_norm == "batch":
+            raise ValueError("DataParallel cannot train BatchNorm: its statistics span the batch")
+        self.model, self.workers = model, workers
+        params = [m.params[k] for m, k in _trainable(model)]
+        dtypes = {p.dtype for p in params}
+        if len(dtypes) != 1:
+            raise ValueError(f"parameters of several dtypes {sorted(map(str, dtypes))}")
+        dtype = dtypes.pop()
+        total = sum(p.size for p in params)
+        shape = (1 + workers, total)  # row 0: the parameters; row 1 + w: worker w's gradient
+        self._shm = shared_memory.SharedMemory(create=True,
+                                               size=int(np.prod(shape)) * dtype.itemsize)
+        self._flat = np.ndarray(shape, dtype, buffer=self._shm.buf)
+        _bind(model, self._flat, None)
+        self._master_grads = [m.grads[k] for m, k in _trainable(model)]
+        ctx = mp.get_context("spawn")
+        env = {v: os.environ.get(v) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+        os.environ.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")  # the workers' BLAS
+        try:
+            self._conns, self._procs = [], []
+            for w in range(workers):
+                parent, child = ctx.Pipe()
+                p = ctx.Process(target=_worker_main, daemon=True,
+                                args=(child, model, self._shm.name, shape, dtype, 1 + w))
+                p.start()
+                self._conns.append(parent)
+                self._procs.append(p)
+        finally:
+            for v, old in env.items():
+                if old is None:
+                    os.environ.pop(v, None)
+                else:
+                    os.environ[v] = old
+
+    def forward_backward(self, images, targets, rng, zero_grad=True):
+        model = self.model
+        model.train(True)
+        batch, image_sizes, targets = model.transform(images, targets, training=True, rng=rng)
+        parts = [p for p in np.array_split(np.arange(len(batch)), self.workers) if len(p)]
+        for conn, part in zip(self._conns, parts):
+            conn.send(("features", batch[part], [image_sizes[i] for i in part]))
+        replies = [conn.recv() for conn in self._conns[:len(parts)]]
+        proposals = [p for props, _ in replies for p in props]  # N arrays [P_i, 4]
+        anchors = replies[0][1]
+        samples = model.sample_targets(anchors, proposals, targets, rng)  # forward_train's draws
+        total = _counts(samples, range(len(batch)))
+        for conn, part in zip(self._conns, parts):
+            own = _counts(samples, part)
+            weights = {k: (own[k] / total[k] if total[k] else 0.0) for k in LOSS_NAMES}
+            conn.send(("losses", _subset(samples, part), image_sizes, weights))
+        worker_losses = [(conn.recv(), part) for conn, part in zip(self._conns, parts)]
+        # the batch's loss k = sum over workers of (share of the normalizer) x (worker's loss k)
+        losses = {k: 0.0 for k in LOSS_NAMES}
+        for part_losses, part in worker_losses:
+            own = _counts(samples, part)
+            for k in LOSS_NAMES:
+                if total[k]:
+                    losses[k] += own[k] / total[k] * part_losses[k]
+        grads = self._flat[1:1 + len(parts)].sum(axis=0)  # [total]
+        off = 0
+        for g in self._master_grads:
+            n = g.size
+            if zero_grad:
+                g[...] = grads[off:off + n].reshape(g.shape)
+            else:
+                g += grads[off:off + n].reshape(g.shape)
+            off += n
+        losses["loss"] = sum(losses[k] for k in LOSS_NAMES)
+        return losses
+
+    def close(self):
+        """Stop the workers and free the shared memory; the model keeps a private copy of
+        its parameters (it can then be loaded, converted and trained as before)."""
+        if self._shm is None:
+            return
+        for conn in self._conns:
+            try:
+                conn.send(("stop",))
+            except (BrokenPipeError, OSError):
+                pass
+        for p in self._procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.terminate()
+        for m, k in _trainable(self.model):
+            m.params[k] = m.params[k].copy()
+        self._flat = None
+        self._shm.close()
+        self._shm.unlink()
+        self._shm = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
