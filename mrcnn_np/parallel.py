@@ -77,7 +77,10 @@ def _attach(name, shape, dtype):
 def _worker_main(conn, model, shm_name, shape, dtype, slot):
     """A worker's loop: ("features", batch, sizes) -> proposals; ("losses", samples, sizes,
     weights) -> its weighted losses, its gradient left in its slot of shared memory."""
+    import signal
+
     import numba
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the master's: it stops the workers
     numba.set_num_threads(1)
     shm, flat = _attach(shm_name, shape, dtype)
     _bind(model, flat, slot)
@@ -88,21 +91,40 @@ def _worker_main(conn, model, shm_name, shape, dtype, slot):
             msg = conn.recv()
             if msg[0] == "stop":
                 break
-            if msg[0] == "features":
-                _, batch, image_sizes = msg
-                model.zero_grad()
-                features = model.features_forward(batch)
-                proposals = model.propose(features, image_sizes, training=True)
-                conn.send((proposals, features.anchors))
-            elif msg[0] == "losses":
-                _, samples, image_sizes, weights = msg
-                losses, cache = model.loss_forward(features, samples, image_sizes)
-                features = None
-                model.backward_train(cache, loss_weights=weights)
-                conn.send(losses)
+            try:
+                if msg[0] == "features":
+                    _, batch, image_sizes = msg
+                    model.zero_grad()
+                    features = model.features_forward(batch)
+                    proposals = model.propose(features, image_sizes, training=True)
+                    conn.send(("ok", (proposals, features.anchors)))
+                elif msg[0] == "losses":
+                    _, samples, image_sizes, weights = msg
+                    losses, cache = model.loss_forward(features, samples, image_sizes)
+                    features = None
+                    model.backward_train(cache, loss_weights=weights)
+                    conn.send(("ok", losses))
+            except Exception:  # noqa: BLE001 -- the master raises it, with this traceback
+                import traceback
+                conn.send(("error", traceback.format_exc()))
     finally:
         del flat
         shm.close()
+
+
+class WorkerError(RuntimeError):
+    """A worker's step raised; the message holds the worker's traceback."""
+
+
+def _recv(conn):
+    """A worker's reply, or WorkerError with its traceback (also when it died)."""
+    try:
+        status, value = conn.recv()
+    except EOFError:
+        raise WorkerError("a DataParallel worker exited during a step") from None
+    if status == "error":
+        raise WorkerError(f"a DataParallel worker failed:\n{value}")
+    return value
 
 
 def _counts(samples, images):
@@ -176,7 +198,7 @@ class DataParallel:
         parts = [p for p in np.array_split(np.arange(len(batch)), self.workers) if len(p)]
         for conn, part in zip(self._conns, parts):
             conn.send(("features", batch[part], [image_sizes[i] for i in part]))
-        replies = [conn.recv() for conn in self._conns[:len(parts)]]
+        replies = [_recv(conn) for conn in self._conns[:len(parts)]]
         proposals = [p for props, _ in replies for p in props]  # N arrays [P_i, 4]
         anchors = replies[0][1]
         samples = model.sample_targets(anchors, proposals, targets, rng)  # forward_train's draws
@@ -185,7 +207,7 @@ class DataParallel:
             own = _counts(samples, part)
             weights = {k: (own[k] / total[k] if total[k] else 0.0) for k in LOSS_NAMES}
             conn.send(("losses", _subset(samples, part), image_sizes, weights))
-        worker_losses = [(conn.recv(), part) for conn, part in zip(self._conns, parts)]
+        worker_losses = [(_recv(conn), part) for conn, part in zip(self._conns, parts)]
         # the batch's loss k = sum over workers of (share of the normalizer) x (worker's loss k)
         losses = {k: 0.0 for k in LOSS_NAMES}
         for part_losses, part in worker_losses:

@@ -15,7 +15,7 @@ from mrcnn_np.train import read_checkpoint
 
 ITERS = 12
 SMALL = dict(min_size=(64,), max_size=64)  # every variant on 64-px images: a fast test
-TRAIN = dict(checkpoint_every=5)
+TRAIN = dict(checkpoint_every=5, workers=1)  # one process: tiny runs, no worker start-up
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,8 @@
 
 The run is the demo's, made short: the ``tiny`` preset as the demo builds it (``tiny()``, no
 overrides), the demo's data set (``DEMO``'s image size, seed and number of images; the 50
-validation images are never trained on), and the demo's optimiser settings (batch size, lr,
-gradient clipping, seed), for ``ITERS`` iterations with ``train``'s own schedule for that
+validation images are never trained on), and the demo's optimiser settings (optimiser, batch
+size, lr, gradient clipping, seed; one process, the reference path), for ``ITERS`` iterations with ``train``'s own schedule for that
 length (warm-up, then lr steps at 75% and 90%). It is then scored by pycocotools on the
 validation split, the images it did not train on, and so is the same model before training.
 
@@ -58,7 +58,7 @@ def test_validation_images_are_not_training_images(demo_data):
 def test_short_demo_run_beats_the_floor_on_validation_images(demo_data, tmp_path):
     val_ds = load_split(demo_data, "val")
     summary = train(tiny(), demo_data, tmp_path / "run", iters=ITERS,
-                    batch_size=DEMO["batch_size"], lr=DEMO["lr"],
+                    batch_size=DEMO["batch_size"], optimizer=DEMO["optimizer"], lr=DEMO["lr"],
                     clip_grad_norm=DEMO["clip_grad_norm"], seed=DEMO["seed"],
                     checkpoint_every=ITERS, eval_every=0, progress=False, log=lambda m: None)
     trained = summary["eval"]                                # pycocotools on the val split
