@@ -12,6 +12,7 @@ machine load hits both sides.
     python benchmarks/bench_tiny.py --threads 1 --baseline /work/baseline
     python benchmarks/bench_tiny.py --random-init --threads 2
     python benchmarks/bench_tiny.py --quick                  # 3 steps, 1 round: a smoke run
+    python benchmarks/bench_tiny.py --ours-blas-threads 1 --ours-workers 2   # make demo's way
 
 ``--baseline DIR`` also times OUR model from another checkout (DIR first on sys.path) with the
 same preset values, weights and inputs (``--baseline-preset own`` gives it its own ``tiny()``).
@@ -149,6 +150,10 @@ def child_ours(a):
     model = MaskRCNN(cfg, rng=np.random.default_rng(0))
     model.load(a.weights)
     images, targets = _load_inputs(a.inputs)
+    dp = None
+    if a.workers > 1:  # DataParallel: the stages run in the workers, only the total is timed
+        from mrcnn_np.parallel import DataParallel
+        dp = DataParallel(model, a.workers)  # before the timing wrappers (they do not pickle)
 
     tl = Timeline()
     wrapped = []
@@ -232,11 +237,8 @@ def child_ours(a):
     except ImportError:
         pass
     fired = set()
-    step, dp = model.forward_backward, None
-    if a.workers > 1:  # DataParallel: the stages run in the workers, only the total is timed
-        from mrcnn_np.parallel import DataParallel
-        dp = DataParallel(model, a.workers)
-        step = dp.forward_backward
+    step = model.forward_backward if dp is None else dp.forward_backward
+    if dp is not None:
         out["workers"] = a.workers
     for i in range(a.warmup + a.steps):
         tl.take()

@@ -175,8 +175,8 @@ class DataParallel:
         ctx = mp.get_context("spawn")
         env = {v: os.environ.get(v) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
         os.environ.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")  # the workers' BLAS
+        self._conns, self._procs = [], []
         try:
-            self._conns, self._procs = [], []
             for w in range(workers):
                 parent, child = ctx.Pipe()
                 p = ctx.Process(target=_worker_main, daemon=True,
@@ -184,6 +184,9 @@ class DataParallel:
                 p.start()
                 self._conns.append(parent)
                 self._procs.append(p)
+        except BaseException:  # e.g. a model that cannot be pickled: leave nothing behind
+            self.close()
+            raise
         finally:
             for v, old in env.items():
                 if old is None:
