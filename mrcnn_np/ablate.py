@@ -249,8 +249,9 @@ def format_table(results):
               + (" One seed: no spread, so no difference counts." if n_seeds < 2 else ""),
               "", f"Training: {results['iters']} iterations, "
               + ", ".join(f"{k}={val}" for k, val in results["train_settings"].items())
-              + f"; data: {results['data']}. Wall time of this invocation: "
-              f"{results['wall_s'] / 60:.1f} min (runs skipped as finished cost none)."]
+              + f"; data: {results['data']}."
+              + (f" Wall time of this invocation: {results['wall_s'] / 60:.1f} min (runs "
+                 "skipped as finished cost none)." if results.get("wall_s") is not None else "")]
     return "\n".join(lines) + "\n"
 
 

@@ -11,18 +11,19 @@ The floor is on mask AP50 (segm, IoU 0.5), with margin on both sides; measured o
 project's 2-core machine, 50 validation images:
 
     untrained model (the run's initial weights)   mask AP50 0.0000, bbox AP50 0.0001
-    after ITERS = 300 iterations, seed 0           mask AP50 0.022 and 0.028 (two versions
-                                                   of the code; 0.066 on the first 30 images)
+    after ITERS = 300 iterations, seed 0           mask AP50 0.159 with the demo's AdamW
+                                                   (0.022 and 0.028 with the SGD recipe of
+                                                   earlier sessions)
 
-so the floor, 0.01, is 2x and more below what the run reaches, and out of reach of a model
-that did not learn (untrained: no mask reaches IoU 0.5) or learned the wrong thing (a broken
-mask branch). 300 iterations is early in training -- AP is still small and rising fast
-(0.003-0.012 at 100, 0.02-0.03 at 200; the demo's full 2,400 iterations reach 0.81, README) -- so
-the test says "it learns, and what it learns transfers", not "it is good". It pins no
-hyper-parameter: a demo that trains faster only moves the run further above the floor.
+so the floor, 0.05, is 3x below what the run reaches, and out of reach of a model that did
+not learn (untrained: no mask reaches IoU 0.5) or learned the wrong thing (a broken mask
+branch). 300 iterations is early in training -- AP is still small and rising fast (the
+demo's full 1,800 iterations reach 0.89, README) -- so the test says "it learns, and what it
+learns transfers", not "it is good". It pins no hyper-parameter: a demo that trains faster
+only moves the run further above the floor.
 
 Time: 300 iterations at ~0.3-0.4 s on a quiet core plus two evaluations of 50 images,
-~2 minutes (more than the ~90 s aimed at; fewer iterations left too little margin).
+~2 minutes (4.4 min measured beside a running ablation grid).
 """
 from dataclasses import replace
 
@@ -36,7 +37,7 @@ from mrcnn_np.model import MaskRCNN
 from mrcnn_np.train import evaluate_model, load_split, train
 
 ITERS = 300
-FLOOR = 0.01  # validation mask AP50; see the module docstring for the measurements
+FLOOR = 0.05  # validation mask AP50; see the module docstring for the measurements
 
 
 @pytest.fixture(scope="module")

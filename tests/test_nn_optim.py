@@ -32,19 +32,17 @@ HYPER = [dict(momentum=0.0), dict(momentum=0.9), dict(momentum=0.9, weight_decay
          dict(weight_decay=0.1)]
 
 
-@pytest.mark.oracle
-@pytest.mark.parametrize("hyper", HYPER, ids=[str(h) for h in HYPER])
-def test_sgd_vs_torch(torch, hyper):
+def _against_torch(torch, ours, theirs, lr, hyper, steps=5):
+    """``steps`` steps of our optimiser and torch's from the same weights and gradients, the
+    learning rate changed between steps as a schedule does: the same weights after each."""
     model = _model()
     params = {name: torch.tensor(p.copy(), requires_grad=True) for name, p, _ in model.named_parameters()}
-    topt = torch.optim.SGD(list(params.values()), lr=0.1, **hyper)
-    opt = SGD(model, lr=0.1, **hyper)
-    grads = _grads(5, model)
-    for i, g in enumerate(grads):
-        lr = 0.1 * (i + 1) / 5           # the schedule changes lr between steps
-        opt.lr = lr
+    topt = theirs(list(params.values()), lr=lr, **hyper)
+    opt = ours(model, lr=lr, **hyper)
+    for i, g in enumerate(_grads(steps, model)):
+        opt.lr = lr * (i + 1) / steps
         for group in topt.param_groups:
-            group["lr"] = lr
+            group["lr"] = opt.lr
         for name, t in params.items():
             t.grad = torch.tensor(g[name])
         topt.step()
@@ -52,6 +50,12 @@ def test_sgd_vs_torch(torch, hyper):
         for name, p, _ in model.named_parameters():
             assert p.dtype == np.float32
             np.testing.assert_allclose(p, params[name].detach().numpy(), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("hyper", HYPER, ids=[str(h) for h in HYPER])
+def test_sgd_vs_torch(torch, hyper):
+    _against_torch(torch, SGD, torch.optim.SGD, 0.1, hyper)
 
 
 def test_sgd_hand_worked():
@@ -69,36 +73,36 @@ def test_sgd_hand_worked():
     assert opt.steps == 2
 
 
-def test_sgd_state_dict_resume_is_exact():
-    hyper = dict(lr=0.05, momentum=0.9, weight_decay=1e-4, nesterov=True)
+def _resume_is_exact(opt_class, hyper, bad_key):
+    """6 steps in one go == 3 steps, state saved through .npz, fresh objects, 3 more steps;
+    a state key that fits no parameter is an error naming it."""
     grads = _grads(6, _model())
-    # one run of 6 steps
     full = _model()
-    opt = SGD(full, **hyper)
-    _run(opt, full, grads)
-    # 3 steps, save (model and optimiser, through .npz as on disk), fresh objects, 3 more steps
+    _run(opt_class(full, **hyper), full, grads)
     part = _model()
-    opt = SGD(part, **hyper)
+    opt = opt_class(part, **hyper)
     _run(opt, part, grads[:3])
     import io
     buf = io.BytesIO()
     np.savez(buf, **opt.state_dict())
-    model_state = part.state_dict()
     buf.seek(0)
     saved = dict(np.load(buf, allow_pickle=False))
     resumed = _model()
-    resumed.load_state_dict(model_state)
-    opt2 = SGD(resumed, **hyper)
+    resumed.load_state_dict(part.state_dict())
+    opt2 = opt_class(resumed, **hyper)
     opt2.load_state_dict(saved)
     assert opt2.steps == 3
     _run(opt2, resumed, grads[3:])
     for (_, a, _), (_, b, _) in zip(full.named_parameters(), resumed.named_parameters()):
         np.testing.assert_array_equal(a, b)
-    # a buffer for a parameter the model lacks is an error naming it
-    bad = dict(saved)
-    bad["momentum_buffer.9.weight"] = np.zeros(3, np.float32)
+    bad = dict(saved, **{bad_key: np.zeros(3, np.float32)})
     with pytest.raises(ValueError, match="9.weight"):
-        SGD(_model(), **hyper).load_state_dict(bad)
+        opt_class(_model(), **hyper).load_state_dict(bad)
+
+
+def test_sgd_state_dict_resume_is_exact():
+    _resume_is_exact(SGD, dict(lr=0.05, momentum=0.9, weight_decay=1e-4, nesterov=True),
+                     "momentum_buffer.9.weight")
 
 
 def test_sgd_nesterov_needs_momentum():
@@ -112,22 +116,7 @@ ADAM_HYPER = [dict(), dict(weight_decay=0.0), dict(weight_decay=0.1, betas=(0.8,
 @pytest.mark.oracle
 @pytest.mark.parametrize("hyper", ADAM_HYPER, ids=[str(h) for h in ADAM_HYPER])
 def test_adamw_vs_torch(torch, hyper):
-    model = _model()
-    params = {name: torch.tensor(p.copy(), requires_grad=True) for name, p, _ in model.named_parameters()}
-    topt = torch.optim.AdamW(list(params.values()), lr=0.01, **hyper)
-    opt = AdamW(model, lr=0.01, **hyper)
-    for i, g in enumerate(_grads(6, model)):
-        lr = 0.01 * (i + 1) / 6
-        opt.lr = lr
-        for group in topt.param_groups:
-            group["lr"] = lr
-        for name, t in params.items():
-            t.grad = torch.tensor(g[name])
-        topt.step()
-        _run(opt, model, [g])
-        for name, p, _ in model.named_parameters():
-            assert p.dtype == np.float32
-            np.testing.assert_allclose(p, params[name].detach().numpy(), rtol=1e-6, atol=1e-7)
+    _against_torch(torch, AdamW, torch.optim.AdamW, 0.01, hyper, steps=6)
 
 
 def test_adamw_hand_worked():
@@ -148,25 +137,7 @@ def test_adamw_hand_worked():
 
 
 def test_adamw_state_dict_resume_is_exact():
-    hyper = dict(lr=0.01, weight_decay=1e-2)
-    grads = _grads(6, _model())
-    full = _model()
-    _run(AdamW(full, **hyper), full, grads)
-    part = _model()
-    opt = AdamW(part, **hyper)
-    _run(opt, part, grads[:3])
-    saved = {k: v.copy() for k, v in opt.state_dict().items()}
-    resumed = _model()
-    resumed.load_state_dict(part.state_dict())
-    opt2 = AdamW(resumed, **hyper)
-    opt2.load_state_dict(saved)
-    assert opt2.steps == 3
-    _run(opt2, resumed, grads[3:])
-    for (_, a, _), (_, b, _) in zip(full.named_parameters(), resumed.named_parameters()):
-        np.testing.assert_array_equal(a, b)
-    bad = dict(saved, **{"exp_avg.9.weight": np.zeros(3, np.float32)})
-    with pytest.raises(ValueError, match="9.weight"):
-        AdamW(_model(), **hyper).load_state_dict(bad)
+    _resume_is_exact(AdamW, dict(lr=0.01, weight_decay=1e-2), "exp_avg.9.weight")
 
 
 def test_warmup_multistep_lr_hand_worked():
