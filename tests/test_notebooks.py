@@ -30,6 +30,7 @@ CHAPTERS = [
     "11_inference_and_evaluation",
     "12_gpu_kernels",
     "13_checking_against_torchvision",
+    "14_ablations",
 ]
 # nbclient's tags that let a cell escape the "every cell runs and none fails" rule
 ESCAPE_TAGS = {"skip-execution", "raises-exception"}
