@@ -330,7 +330,7 @@ for name in variants:
 # * Frozen BN is a fixed per-channel affine map; `trainable_layers` freezes the first stages;
 #   backward stops at the lowest stage that trains.
 # * The tiny preset is the same code with 1 block per stage, width 16, 64 FPN channels and
-#   trainable BN.
+#   no normalization at all (`norm="none"`; chapter 10's levers table says why).
 #
 # ## Exercises
 #

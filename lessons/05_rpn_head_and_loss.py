@@ -78,7 +78,7 @@ print("GT boxes (x1, y1, x2, y2):\n", target["boxes"], "\nlabels:", target["labe
 # The tiny preset upsamples 128-px images to 192 (config.py says why); here we keep them at
 # 128 px so the numbers worked by hand below stay small.
 model = MaskRCNN(tiny(min_size=(128,), max_size=128), rng=np.random.default_rng(0))
-model.train(False)                                # batch norm uses its running statistics
+model.train(False)                                # inference mode (tiny has no batch norm)
 batch, image_sizes, targets = model.transform([image], [target], training=False)  # [1, 3, 128, 128]
 features, _ = model.backbone.forward(batch)       # P2..P6, each [1, 64, H_l, W_l]
 head = model.rpn.head

@@ -328,8 +328,8 @@ assert len(r0[0]) == 128 and np.all(l0[0] == 0) and empty_targets.shape == (0, 2
 #   < 0.5 background; no ignored band, no best-match rule.
 # * Appending the GT boxes gives every object a perfect positive RoI, which matters most
 #   while the RPN is still untrained.
-# * 128 RoIs per image in the tiny preset (512 in torchvision), at most 25% positive: 1 : 3
-#   when there are enough positives.
+# * 64 RoIs per image in the tiny preset (512 in torchvision), at most 25% positive: 1 : 3
+#   when there are enough positives (printed in section 1).
 # * Box targets are the chapter-04 deltas scaled by (10, 10, 5, 5).
 # * Mask targets are the GT mask inside the RoI, resampled to 28 x 28 by RoIAlign: soft at
 #   the edges, and relative to the RoI, not to the GT box.

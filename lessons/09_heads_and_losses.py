@@ -286,14 +286,15 @@ for name in LOSS_NAMES:
 print(f"{'total L':18s} {losses['loss']:.4f}")
 assert np.isclose(losses["loss"], sum(losses[k] for k in LOSS_NAMES))
 assert abs(losses["loss_classifier"] - np.log(K)) < 0.05        # near-uniform class scores
+assert losses["loss_mask"] > 1.5 * np.log(2)                     # confidently wrong pixels
 
 # %% [markdown]
 # What to expect from an untrained model: $L_{\text{obj}} \approx \log 2$ (every anchor at
 # $\sigma = 0.5$), $L_{\text{cls}} \approx \log 4$ (uniform over K = 4 classes), and small box
-# losses (all deltas near 0, the box loss divided by everything sampled). The mask loss is the
-# largest: the mask head and predictor start with Kaiming-initialised weights (as torchvision's),
-# so the 28 x 28 logits start far from 0 (a standard deviation of about 8 on this image) and
-# many pixels are confidently wrong.
+# losses (all deltas near 0, the box loss divided by everything sampled). The mask loss starts
+# far above $\log 2$ (the cell checks it): the mask head and predictor start with
+# Kaiming-initialised weights (as torchvision's), so the 28 x 28 logits start far from 0 (a
+# standard deviation of about 8 on this image) and many pixels are confidently wrong.
 #
 # After the backward, every trainable parameter holds its gradient. The size of the gradient
 # per stage (the root of the sum of squares over each stage's parameters):

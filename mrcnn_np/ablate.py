@@ -47,10 +47,11 @@ TRAIN_SETTINGS = dict(batch_size=2, optimizer="adamw", lr=0.001, clip_grad_norm=
 DATA_SETTINGS = dict(num_train=200, num_val=50, image_size=128, seed=0)
 
 # Iterations per run, chosen for the budget of 60-90 minutes for table2 x 3 seeds on
-# the 2-core machine: 27 runs x (600 steps x ~0.22 s (the demo's recipe on two workers, which
-# reaches its trained step time of ~0.25 s only late) + ~25 s of start-up and evaluation on
-# the 50 validation images) = about 70 minutes. 600 iterations is a third of the demo's
-# 1,800: each variant is compared early in training, all at the same point.
+# the 2-core machine. Measured (2026-12-02, the demo's recipe on two workers): 3.3-3.5 min per
+# run with its start-up and evaluation, 31 min per seed of the nine variants, so about 95
+# minutes for three seeds. 600 iterations is a third of the demo's 1,800: each variant is
+# compared early in training, all at the same point (too early for the stride-32 rows, which
+# have hardly begun to learn by then: chapter 14).
 DEFAULT_ITERS = 600
 
 # name -> [(variant, Config overrides)]: the paper's Table 2b-e (2a compares backbones).
