@@ -387,9 +387,19 @@ def cmd_ablate(args):
         raise UserError(f"unknown grid {args.grid!r}; choose one of {', '.join(GRIDS)}")
     if args.seeds <= 0 or args.iters <= 0:
         raise UserError("--seeds and --iters must be positive")
+    if args.workers is not None and args.workers < 1:
+        raise UserError("--workers must be positive")
+    names = [n for n, _ in GRIDS[args.grid]]
+    unknown = [n for n in (args.only.split(",") if args.only else []) if n not in names]
+    if unknown:
+        raise UserError(f"grid {args.grid!r} has no variant {', '.join(unknown)}; "
+                        f"its variants: {', '.join(names)}")
     try:
+        only = args.only.split(",") if args.only else None
+        train_settings = {} if args.workers is None else dict(workers=args.workers)
         results = run_grid(args.grid, args.out, seeds=args.seeds, iters=args.iters,
-                           data_dir=args.data, progress=not args.no_progress,
+                           data_dir=args.data, only=only, train_settings=train_settings,
+                           progress=not args.no_progress,
                            log=lambda m: print(m, file=sys.stderr))
     except KeyboardInterrupt:
         print("interrupted; run the same command again to continue", file=sys.stderr)
@@ -498,6 +508,10 @@ def build_parser():
     s.add_argument("--out", default="runs/ablate", help="grid folder (run it again to continue)")
     s.add_argument("--data", default=None,
                    help="a COCO data folder (default: the shapes set, written into OUT/data)")
+    s.add_argument("--only", default=None, metavar="A,B",
+                   help="train only these variants (two processes can split a grid's folder)")
+    s.add_argument("--workers", type=int, default=None,
+                   help="DataParallel workers per run (default: the grid's, 2; the same losses)")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_ablate)
     return p
