@@ -86,7 +86,28 @@ def test_bad_grid_name_is_one_line(tmp_path):
         ablate.run_grid("table3", tmp_path / "g")
 
 
+def test_two_processes_split_a_grid_with_only(data, tmp_path):
+    out = tmp_path / "grid"
+    part = ablate.run_grid("toy", out, seeds=1, iters=4, data_dir=data, base_overrides=SMALL,
+                           train_settings=TRAIN, only=["pool"], log=lambda m: None)
+    assert [(r["variant"], r["status"]) for r in part["runs"]] == [("pool", "trained")]
+    assert not (out / "align-avg").exists()
+    whole = ablate.run_grid("toy", out, seeds=1, iters=4, data_dir=data, base_overrides=SMALL,
+                            train_settings=TRAIN, log=lambda m: None)
+    assert [(r["variant"], r["status"]) for r in whole["runs"]] == \
+        [("align-avg", "trained"), ("pool", "skipped")]
+    assert whole["baselines"] == {"align-avg": "align-avg", "pool": "align-avg"}
+    with pytest.raises(ValueError, match="no variant warp"):
+        ablate.run_grid("toy", out, only=["warp"])
+    rc, _, err = cli("ablate", "--grid", "toy", "--only", "align-avg,warp", "--out", out)
+    assert_one_line_error(rc, err, "no variant warp", "align-avg, pool")
+    rc, _, err = cli("ablate", "--grid", "toy", "--workers", "0", "--out", out)
+    assert_one_line_error(rc, err, "--workers must be positive")
+
+
 def test_baselines_and_the_rule():
+    avp = ablate.baselines(ablate.GRIDS["align-vs-pool"])
+    assert avp["pool-stride16"] == "align-stride16" and avp["pool"] == "align-avg"
     base = ablate.baselines(ablate.GRIDS["table2"])
     assert base["pool-stride32"] == "align-stride32" and base["align-stride32"] == "align-stride32"
     assert {base[n] for n in ("pool", "warp", "align-max", "softmax", "class-agnostic", "mlp")} \
