@@ -74,11 +74,18 @@ boxes = np.array([[10, 20, 60, 140],    # 0: A, 0.95
                   [66, 26, 118, 146]],  # 5: B, 0.70
                  np.float32)
 scores = np.array([0.95, 0.9, 0.9, 0.8, 0.7, 0.7], np.float32)
-print(box_iou(boxes, boxes))
+pair_iou = box_iou(boxes, boxes)                                  # [6, 6]
+print(pair_iou)
+A, B = [0, 1, 4], [2, 3, 5]
+within = {name: pair_iou[np.ix_(c, c)][~np.eye(3, dtype=bool)] for name, c in (("A", A), ("B", B))}
+print({name: (round(float(v.min()), 3), round(float(v.max()), 3)) for name, v in within.items()})
+assert np.all(pair_iou[np.ix_(A, B)] == 0)                        # no box of A touches one of B
+assert 0.74 < within["A"].min() and within["A"].max() < 0.90      # 0.743 .. 0.894
+assert 0.71 < within["B"].min() and within["B"].max() < 0.86      # 0.716 .. 0.856
 
 # %% [markdown]
-# The IoU matrix shows the two clusters: boxes 0, 1, 4 overlap each other at 0.74 to 0.89,
-# boxes 2, 3, 5 at 0.72 to 0.86, and no box of A touches a box of B. With threshold 0.6:
+# The IoU matrix shows the two clusters: boxes 0, 1, 4 overlap each other at 0.743 to 0.894,
+# boxes 2, 3, 5 at 0.716 to 0.856, and no box of A touches a box of B. With threshold 0.6:
 #
 # * **Pass 1.** The best box is 0 (0.95): keep it. Its IoU with 1 is 0.894 and with 4 is
 #   0.826, both above 0.6: remove them. Boxes 2 (0.9), 3 (0.8) and 5 (0.7) are left.
@@ -97,39 +104,55 @@ for k, step in enumerate(steps, 1):
 keep = nms(boxes, scores, 0.6)
 print("nms:", keep)
 assert list(keep) == [0, 2]
+assert [(st["keep"], st["suppressed"]) for st in steps] == [(0, [1, 4]), (2, [3, 5])]
+assert np.allclose(steps[0]["ious"], [0.894, 0.826], atol=5e-4)
+assert np.allclose(steps[1]["ious"], [0.856, 0.835], atol=5e-4)
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
-in_play = set(range(6))
-titles = ["the six detections", "pass 1: keep 0, remove 1 and 4", "pass 2: keep 2, remove 3 and 5"]
-kept = []
-for p, ax in enumerate(axes):
-    if p > 0:
-        step = steps[p - 1]
-        kept.append(step["keep"])
-        removed_now = step["suppressed"]
-        in_play -= set(removed_now) | {step["keep"]}
-    for i, (x1, y1, x2, y2) in enumerate(boxes):
-        if i in kept:
-            style = dict(ec="tab:green", lw=3, ls="-")
-        elif p > 0 and i in steps[p - 1]["suppressed"]:
-            style = dict(ec="tab:red", lw=1.5, ls="--")
-        elif i in in_play or p == 0:
-            style = dict(ec="tab:blue", lw=1.5, ls="-")
-        else:
-            continue                                   # removed in an earlier pass
-        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, **style))
-        rank = {0: 0, 1: 1, 4: 2, 2: 0, 3: 1, 5: 2}[i]            # label rows above each person
-        ax.text(x1, 8 - 9 * rank, f"{i}: {scores[i]:.2f}", color=style["ec"], fontsize=9)
-    ax.set_xlim(0, 130)
-    ax.set_ylim(160, -20)
+colour = {0: "tab:green", 1: "tab:orange", 4: "tab:purple",      # person A
+          2: "tab:blue", 3: "tab:red", 5: "tab:olive"}           # person B
+label_y = {4: 30, 0: 75, 1: 120, 5: 36, 2: 81, 3: 126}          # one row per box, no two alike
+verdict = {}                                                     # box -> (pass, text)
+for p, step in enumerate(steps, 1):
+    verdict[step["keep"]] = (p, "kept")
+    for j, v in zip(step["suppressed"], step["ious"]):
+        verdict[j] = (p, f"removed by {step['keep']}\nIoU {v:.3f}")
+fig, axes = plt.subplots(1, 2, figsize=(13, 6.2))
+titles = ["pass 1: keep 0 (0.95), remove 1 and 4", "pass 2: keep 2 (0.90), remove 3 and 5"]
+for p, ax in enumerate(axes, 1):
+    for i in (4, 0, 1, 5, 2, 3):
+        x1, y1, x2, y2 = boxes[i]
+        done, text = verdict[i]
+        if p > done and text != "kept":
+            continue                                       # removed in an earlier pass
+        kept, removed_now = p >= done and text == "kept", p == done and text != "kept"
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec=colour[i],
+                               lw=3 if kept else 1.5, ls="--" if removed_now else "-"))
+        left = i in (0, 1, 4)                              # person A: labels on the left
+        edge, ty = (x1 if left else x2), label_y[i]
+        tx = -4 if left else 134
+        ax.plot([tx + (2 if left else -2), edge], [ty, ty], color=colour[i], lw=0.8)
+        ax.plot([edge], [ty], "o", color=colour[i], ms=3)
+        label = f"{i}: {scores[i]:.2f}"
+        if p >= done and text == "kept":
+            label += " kept"
+        elif removed_now:
+            label += "\n" + text
+        ax.text(tx, ty, label, color=colour[i], fontsize=11, ha="right" if left else "left",
+                va="center", fontweight="bold" if kept else "normal")
+    ax.set_xlim(-62, 190)
+    ax.set_ylim(160, 5)
     ax.set_aspect("equal")
-    ax.set_title(titles[p])
+    ax.set_title(titles[p - 1], fontsize=12)
     ax.axis("off")
+plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# (Green: kept. Red dashed: removed in this pass. Blue: still in play.)
+# Each box has its own colour and its own label row; the thin line joins a label to its box.
+# Thick: kept. Dashed: removed in this pass, with the kept box that removed it and their IoU.
+# Thin: still in play. (Pass 1 shows all six detections; boxes removed in pass 1 are gone
+# from pass 2.)
 #
 # ## 3. Ties, and what "greedy" means here
 #
@@ -149,8 +172,59 @@ plt.show()
 same = np.array([[0, 0, 10, 10]] * 3, np.float32)
 print("three identical boxes, equal scores ->", nms(same, np.ones(3, np.float32), 0.5))
 two = np.array([[0, 0, 2, 1], [1, 0, 3, 1]], np.float64)       # IoU exactly 1/3
-print("IoU = 1/3 at threshold 1/3 ->", nms(two, np.array([1, 0.5], np.float32), 1 / 3),
-      " at 0.33 ->", nms(two, np.array([1, 0.5], np.float32), 0.33))
+two_scores = np.array([1, 0.5], np.float32)
+print("IoU = 1/3 at threshold 1/3 ->", nms(two, two_scores, 1 / 3),
+      " at 0.33 ->", nms(two, two_scores, 0.33))
+two32 = two.astype(np.float32)
+print(f"in float32: IoU {box_iou(two32, two32)[0, 1]:.8f} -> at threshold 1/3:",
+      nms(two32, two_scores, 1 / 3))
+assert list(nms(same, np.ones(3, np.float32), 0.5)) == [0]
+assert list(nms(two, two_scores, 1 / 3)) == [0, 1] and list(nms(two, two_scores, 0.33)) == [0]
+assert box_iou(two32, two32)[0, 1] > np.float64(1 / 3) and list(nms(two32, two_scores, 1 / 3)) == [0]
+
+# %% [markdown]
+# **Greedy order matters.** A removed box suppresses nothing: it is out of play before its
+# turn comes. Three boxes in a row, A (0.9), B (0.8) and C (0.7), threshold 0.5: A overlaps B
+# by more than 0.5 and B overlaps C by more than 0.5, but A and C overlap less. Pass 1 keeps A
+# and removes B; pass 2 keeps C, because B, which would have removed it, is already gone. A
+# rule without order ("remove every box that overlaps a higher-scored box by more than the
+# threshold") would remove C as well and keep A alone.
+
+# %%
+chain = np.array([[0, 0, 40, 40],      # A, 0.9
+                  [10, 2, 50, 42],     # B, 0.8
+                  [20, 4, 60, 44]],    # C, 0.7
+                 np.float32)
+chain_scores = np.array([0.9, 0.8, 0.7], np.float32)
+q = box_iou(chain, chain)                                        # [3, 3]
+print(q)
+kept_chain = nms(chain, chain_scores, 0.5)
+print("nms at 0.5 ->", kept_chain, "= A and C")
+assert list(kept_chain) == [0, 2]
+assert q[0, 1] > 0.5 and q[1, 2] > 0.5 and q[0, 2] <= 0.5     # A hits B, B would hit C, A misses C
+# the rule without order, "remove every box that overlaps a higher-scored box by > 0.5", would
+# let the removed B take C with it:
+higher = np.triu(q > 0.5, k=1)                                    # [3, 3]: row scored higher
+assert list(np.flatnonzero(~higher.any(axis=0))) == [0]
+
+fig, ax = plt.subplots(figsize=(11, 4.2))
+for i, (name, c, ls, lw) in enumerate([("A", "tab:green", "-", 3), ("B", "tab:orange", "--", 2),
+                                       ("C", "tab:blue", "-", 3)]):
+    x1, y1, x2, y2 = chain[i]
+    ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec=c, lw=lw, ls=ls))
+    tx, ty, ha = [(x1 - 2, 20, "right"), (x1 + 20, y2 + 9, "center"), (x2 + 2, 24, "left")][i]
+    ax.text(tx, ty, f"{name}: {chain_scores[i]:.1f}" + (" removed" if i == 1 else "\nkept"),
+            color=c, fontsize=11, ha=ha, va="center")
+ax.text(78, 22, f"IoU(A, B) = {q[0, 1]:.3f} > 0.5: A removes B\n"
+                f"IoU(B, C) = {q[1, 2]:.3f} > 0.5, but B is already gone\n"
+                f"IoU(A, C) = {q[0, 2]:.3f} ≤ 0.5: C stays",
+        fontsize=11, va="center", linespacing=1.6)
+ax.set_xlim(-22, 160)
+ax.set_ylim(60, -6)
+ax.set_aspect("equal")
+ax.set_title("greedy order: the removed box B suppresses nothing (threshold 0.5)", fontsize=12)
+ax.axis("off")
+plt.show()
 
 # %% [markdown]
 # ## 4. Proposals on a real picture
@@ -241,37 +315,72 @@ assert np.array_equal(nms(many, many_scores, 0.7, backend="numpy"),
 #
 # * The proposal layer: per-level top-k of logits, decode, sigmoid, clip, drop tiny boxes,
 #   NMS per level at 0.7, keep the best 1000 (test) or 2000 (train). No gradient.
-# * Greedy NMS keeps the best box, removes its neighbours with IoU > threshold, repeats.
+# * Greedy NMS keeps the best box, removes its neighbours with IoU > threshold, repeats. A
+#   removed box removes nothing: A can remove B and keep C, which B overlaps.
 # * Ties: stable sort, lower index first; equal to torchvision whenever its answer is defined.
 # * Backends: `numpy` is the definition, `numba` the fast path, same output.
 #
 # ## Exercises
 #
-# The answers are filled in so that the notebook runs: cover each answer line, work it out,
-# then compare; the `assert`s check it.
+# Each exercise: the task, a collapsed solution (try first, then open it), and a cell that
+# checks your answer.
 
 # %% [markdown]
-# **1.** Run the six-box example at threshold 0.9 instead of 0.6. Which boxes survive?
+# **1.** Run the six-box example at threshold 0.9 instead of 0.6. Which boxes survive? Put
+# their indices, in the order NMS keeps them, into `answer_1`.
+
+# %% jupyter={"source_hidden": true}
+# every IoU between two boxes is at most 0.894 <= 0.9: nothing is removed. All six are kept,
+# by score; the tied 1 and 2 in index order, and so are the tied 4 and 5
+answer_1 = [0, 1, 2, 3, 4, 5]
 
 # %%
-answer_1 = [0, 1, 2, 3, 4, 5]   # every IoU (at most 0.894) is <= 0.9: nothing is removed;
-#                                 all kept, by score, the tied 1 and 2 by index
-assert list(nms(boxes, scores, 0.9)) == answer_1
+assert list(answer_1) == list(nms(boxes, scores, 0.9))
+assert pair_iou[~np.eye(6, dtype=bool)].max() <= 0.9          # why: no pair is above 0.9
+print(answer_1)
 
 # %% [markdown]
-# **2.** Now at 0.85. (Look at the IoU matrix: which pairs are above 0.85?)
+# **2.** Now at 0.85. (Look at the IoU matrix: which pairs are above 0.85?) Indices into
+# `answer_2`, in the order kept.
+
+# %% jupyter={"source_hidden": true}
+# pass 1: 0 removes 1 (0.894) but not 4 (0.826). pass 2: 2 removes 3 (0.856) but not 5 (0.835).
+# then 4 and 5 (0.7 each, index order) overlap nothing left above 0.85: both kept
+answer_2 = [0, 2, 4, 5]
 
 # %%
-answer_2 = [0, 2, 4, 5]         # 0 removes 1 (0.894) but not 4 (0.826); 2 removes 3 (0.856)
-assert list(nms(boxes, scores, 0.85)) == answer_2
+assert list(answer_2) == list(nms(boxes, scores, 0.85))
+print(answer_2)
 
 # %% [markdown]
 # **3.** Two classes, same boxes: give boxes 0-2 class 0 and boxes 3-5 class 1. Per-class
-# NMS at 0.6: which survive? (Box 2 is person B but class 0 here.)
+# NMS at 0.6: which boxes survive? (Box 2 is person B but class 0 here.) Their indices, in
+# any order, into `answer_3`.
+
+# %% jupyter={"source_hidden": true}
+# class 0 = boxes 0, 1, 2: 0 removes 1 (0.894); 2 does not touch 0. class 1 = boxes 3, 4, 5:
+# 3 (0.8) removes 5 (0.716); 4 is on person A and touches neither
+answer_3 = [0, 2, 3, 4]
 
 # %%
 from mrcnn_np.ops import batched_nms  # noqa: E402
 
-answer_3 = [0, 2, 3, 4]         # class 0: 0 removes 1, 2 stays; class 1: 3 removes 5 (0.716),
-#                                 4 (person A) stays
-assert list(batched_nms(boxes, scores, np.array([0, 0, 0, 1, 1, 1]), 0.6)) == answer_3
+classes = np.array([0, 0, 0, 1, 1, 1])
+per_class = [np.flatnonzero(classes == c) for c in (0, 1)]       # run plain NMS on each class
+expected = np.concatenate([idx[nms(boxes[idx], scores[idx], 0.6)] for idx in per_class])
+assert sorted(answer_3) == sorted(expected.tolist())
+assert sorted(answer_3) == sorted(batched_nms(boxes, scores, classes, 0.6).tolist())
+print(sorted(answer_3))
+
+# %% [markdown]
+# **4.** In the A, B, C example of section 3, give B the highest score: scores (0.8, 0.9, 0.7)
+# for (A, B, C). Which boxes survive at threshold 0.5? Indices (A = 0, B = 1, C = 2) into
+# `answer_4`.
+
+# %% jupyter={"source_hidden": true}
+# B goes first and overlaps A and C by 0.553 each: both removed, B alone stays
+answer_4 = [1]
+
+# %%
+assert list(answer_4) == list(nms(chain, np.array([0.8, 0.9, 0.7], np.float32), 0.5))
+print(answer_4)
