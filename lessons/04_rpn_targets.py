@@ -115,10 +115,12 @@ for g, name in enumerate(gt_names):
     best = iou[g].max()
     print(f"{name:8s} {gt_boxes[g]}: best IoU {best:.3f} at anchor {iou[g].argmax():6d}, "
           f"{(iou[g] >= 0.7).sum():3d} anchors >= 0.7")
+assert round(float(iou[0].max()), 3) == 0.628 and np.all(iou[1:].max(axis=1) >= 0.7)
+assert tuple(gt_boxes[0, 2:] - gt_boxes[0, :2]) == (145, 180)    # between anchor sizes 128, 256
 
 # %% [markdown]
 # The face is the hard one: at 145 x 180 pixels it falls between the anchor sizes 128 and
-# 256, and no anchor reaches 0.7. Without the best-match rule the RPN would never learn it.
+# 256, and no anchor reaches 0.7 (its best is 0.628). Without the best-match rule the RPN would never learn it.
 # With the rule, the anchors that share its best IoU (a tie: several anchors score exactly
 # the same) become positive:
 
@@ -131,7 +133,8 @@ for g, name in enumerate(gt_names):
 print("negatives:", (matched == -1).sum(), " ignored:", (matched == -2).sum())
 rescued = np.nonzero(matched == 0)[0]
 print("the face's best-match anchors:\n", anchors[rescued], "\nIoU:", iou[0, rescued])
-assert (strict == 0).sum() == 0 and len(rescued) > 0
+assert (strict == 0).sum() == 0 and len(rescued) > 1        # no anchor >= 0.7; a tie rescues
+assert np.all(iou[0, rescued] == iou[0].max()) and iou[0].max() < 0.7
 
 # %% [markdown]
 # ## 3. Sampling
@@ -150,39 +153,66 @@ labels, reg_targets, matched_idxs = build_rpn_targets(anchors, gt_boxes, rng)
 n_pos, n_neg = (labels == 1).sum(), (labels == 0).sum()
 print(f"sampled: {n_pos} positives + {n_neg} negatives = {n_pos + n_neg};"
       f" not sampled or ignored: {(labels == -1).sum():,}")
-assert n_pos + n_neg == 256 and n_pos <= 128
+assert n_pos + n_neg == 256 and n_pos < 128          # fewer positives than half: all are kept
+assert n_pos == (matched >= 0).sum()
 
 # %% [markdown]
-# The picture: left, all positive anchors, coloured by their GT box (thin lines; the dashed
-# ones are the best-match positives). Right, the 256 sampled anchors: every positive
-# (there are fewer than 128) and the negatives that fill the batch, drawn at random from the
-# whole image.
+# The picture. Left, the matcher's verdict: every positive anchor in the colour of its GT box
+# (solid: IoU >= 0.7; dashed: made positive by the best-match rule) and, in faint yellow, the
+# ignored anchors whose best IoU lies between 0.3 and 0.7; they crowd around each object, and
+# the loss never sees them. The negatives are far too many to draw. Right, the 256 sampled
+# anchors: every positive (there are fewer than 128) and the negatives that fill the batch,
+# drawn at random from the whole image.
 
 # %%
-colours = ["tab:green", "tab:cyan", "tab:orange", "tab:pink"]
-fig, axes = plt.subplots(1, 2, figsize=(13, 8))
+from matplotlib.lines import Line2D  # noqa: E402
+import matplotlib.patheffects as pe  # noqa: E402
+
+colours = ["lime", "cyan", "magenta", "tab:orange"]          # positives, by their GT box
+IGNORED, NEGATIVE = "yellow", "red"
+outlined = [pe.withStroke(linewidth=4.5, foreground="black")]  # white GT boxes, black rim
+rim = [pe.withStroke(linewidth=3.5, foreground="black")]       # positives stand out
+
+
+def draw(ax, a, **style):
+    x1, y1, x2, y2 = anchors[a]
+    ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, **style))
+
+
+fig, axes = plt.subplots(1, 2, figsize=(13, 8.4))
 for ax in axes:
     ax.imshow(padded)
     ax.axis("off")
+ignored = np.flatnonzero(matched == Matcher.BETWEEN_THRESHOLDS)          # [I]
+for a in ignored:
+    draw(axes[0], a, ec=IGNORED, lw=0.35, alpha=0.3)
 for g in range(len(gt_boxes)):
-    for a in np.nonzero(matched_idxs == g)[0]:
-        x1, y1, x2, y2 = anchors[a]
+    for a in np.flatnonzero(matched == g):
         best_match_only = strict[a] != g
-        axes[0].add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec=colours[g],
-                                    lw=1.5 if best_match_only else 0.7,
-                                    ls="--" if best_match_only else "-"))
-    x1, y1, x2, y2 = gt_boxes[g]
-    for ax in axes:
-        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=3, ec="white"))
-axes[0].set_title("positive anchors, by GT box (dashed: best-match rule)")
-for a in np.nonzero(labels >= 0)[0]:
-    x1, y1, x2, y2 = anchors[a]
-    axes[1].add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=0.8,
-                                ec="lime" if labels[a] == 1 else "red"))
-axes[1].set_title(f"sampled: {n_pos} positives (green), {n_neg} negatives (red)")
+        draw(axes[0], a, ec=colours[g], lw=2 if best_match_only else 1.5,
+             ls="--" if best_match_only else "-", path_effects=rim)
+for a in np.flatnonzero(labels == 0):
+    draw(axes[1], a, ec=NEGATIVE, lw=0.7, alpha=0.8)
+for a in np.flatnonzero(labels == 1):
+    draw(axes[1], a, ec=colours[matched_idxs[a]], lw=1.5, path_effects=rim)
 for ax in axes:
+    for x1, y1, x2, y2 in gt_boxes:
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=2.5, ec="white",
+                               path_effects=outlined))
     ax.set_xlim(-120, 632)
     ax.set_ylim(700, -60)
+axes[0].set_title(f"the matcher: {(matched >= 0).sum()} positive, {len(ignored)} ignored "
+                  f"(the {(matched == -1).sum():,} negatives not drawn)")
+axes[1].set_title(f"the sample: {n_pos} positives + {n_neg} negatives = {n_pos + n_neg}")
+handles = ([Line2D([], [], color=c, lw=2, label=f"positive, matched to the {name}")
+            for c, name in zip(colours, gt_names)]
+           + [Line2D([], [], color="0.3", lw=2, label="solid: IoU ≥ 0.7"),
+              Line2D([], [], color="0.3", lw=2, ls="--", label="dashed: by the best-match rule"),
+              Line2D([], [], color=IGNORED, lw=2, label="ignored (0.3 ≤ IoU < 0.7)"),
+              Line2D([], [], color=NEGATIVE, lw=2, label="negative (IoU < 0.3), sampled"),
+              Line2D([], [], color="white", lw=2.5, path_effects=outlined, label="GT box")])
+fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.11), ncol=3,
+           fontsize=11, frameon=False)
 plt.tight_layout()
 plt.show()
 
@@ -203,6 +233,7 @@ print("reproducible; a different seed draws", (other != labels).sum(), "differen
 # %%
 empty_labels, empty_targets, _ = build_rpn_targets(anchors, np.zeros((0, 4), np.float32), rng)
 print("no GT:", (empty_labels == 0).sum(), "negatives,", (empty_labels == 1).sum(), "positives")
+assert (empty_labels == 0).sum() == 256 and (empty_labels == 1).sum() == 0 and not empty_targets.any()
 
 # %% [markdown]
 # ## 4. Box deltas, by hand
@@ -255,34 +286,56 @@ assert np.allclose(decoded, gt_boxes[0], atol=1e-3)
 #
 # ## Exercises
 #
-# The answers are filled in so that the notebook runs: cover each answer line, work it out,
-# then compare; the `assert`s check it.
+# Each exercise: the task, a collapsed solution (try first, then open it), and a cell that
+# checks your answer.
 
 # %% [markdown]
-# **1.** With `batch_size_per_image = 256`, `positive_fraction = 0.5`, an image with 40
-# positives and 10,000 negatives: how many negatives are sampled?
+# **1.** With `batch_size_per_image = 256` and `positive_fraction = 0.5`, an image has 40
+# positives and 10,000 negatives. How many negatives are sampled? Into `answer_1`.
+
+# %% jupyter={"source_hidden": true}
+# at most 128 positives are allowed and there are only 40, so all 40 are taken; the
+# negatives fill the rest of the 256
+answer_1 = 256 - 40
 
 # %%
-answer_1 = 256 - 40
 lab = np.array([1] * 40 + [0] * 10_000)
 (p,), (n,) = BalancedPositiveNegativeSampler(256, 0.5)([lab], np.random.default_rng(0))
-assert n.sum() == answer_1
+assert n.sum() == answer_1 and p.sum() == 40
+print(answer_1)
 
 # %% [markdown]
-# **2.** An anchor `(0, 0, 10, 10)` and a GT box `(2, 0, 12, 20)`. Compute `(dx, dy, dw, dh)`.
+# **2.** An anchor `(0, 0, 10, 10)` and a GT box `(2, 0, 12, 20)`. Compute the regression
+# target `(dx, dy, dw, dh)` into `answer_2`.
+
+# %% jupyter={"source_hidden": true}
+# anchor: centre (5, 5), size 10 x 10.  GT: centre (7, 10), size 10 x 20
+answer_2 = [(7 - 5) / 10, (10 - 5) / 10, np.log(10 / 10), np.log(20 / 10)]
 
 # %%
-answer_2 = [(7 - 5) / 10, (10 - 5) / 10, np.log(10 / 10), np.log(20 / 10)]
-assert np.allclose(BoxCoder().encode(np.array([[2, 0, 12, 20.0]]), np.array([[0, 0, 10, 10.0]]))[0],
-                   answer_2)
+assert np.allclose(answer_2, BoxCoder().encode(np.array([[2, 0, 12, 20.0]]),
+                                               np.array([[0, 0, 10, 10.0]]))[0])
+# and decoding the answer must put the anchor onto the GT box
+assert np.allclose(BoxCoder().decode(np.array([answer_2]), np.array([[0, 0, 10, 10.0]]))[0, 0],
+                   [2, 0, 12, 20])
+print(np.round(answer_2, 4))
 
 # %% [markdown]
-# **3.** In the matrix below, which anchors are positive with the best-match rule, and to
-# which GT box? (Thresholds 0.7 / 0.3.)
+# **3.** In the IoU matrix `q3` below (GT boxes in rows, anchors in columns), what does the
+# matcher return for each anchor with the best-match rule, thresholds 0.7 / 0.3? A list of
+# three entries (a GT index, -1 negative or -2 ignored) into `answer_3`.
 
 # %%
 q3 = np.array([[0.2, 0.5, 0.5],
                [0.1, 0.6, 0.2]], np.float32)
-answer_3 = [-1, 1, 0]    # gt0's best (0.5) ties at a1 and a2: both restored, a1 to its own
-#                          best (gt1, 0.6), a2 to gt0; a0 stays negative
-assert list(Matcher(0.7, 0.3, True)(q3)) == answer_3
+
+# %% jupyter={"source_hidden": true}
+# a0: best 0.2 < 0.3, negative. a1: best is gt1 (0.6), between the thresholds. a2: best is gt0
+# (0.5), between. Then the rule: gt0's best IoU, 0.5, ties at a1 and a2, so both get their own
+# best match back: a1 -> gt1, a2 -> gt0. gt1's best, 0.6, is at a1 (already restored).
+answer_3 = [-1, 1, 0]
+
+# %%
+assert list(answer_3) == list(Matcher(0.7, 0.3, allow_low_quality_matches=True)(q3))
+assert list(Matcher(0.7, 0.3)(q3)) == [-1, -2, -2]    # without the rule nothing is positive
+print(answer_3)
