@@ -37,7 +37,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from mrcnn_np import MaskRCNN
-from mrcnn_np.config import tiny
+from mrcnn_np.config import tiny, torchvision_r50_fpn
 from mrcnn_np.data.shapes import make_shapes_image
 from mrcnn_np.model import LOSS_NAMES
 from mrcnn_np.roi_heads import (FastRCNNPredictor, MaskRCNNHeads, MaskRCNNPredictor, TwoMLPHead,
@@ -46,6 +46,7 @@ from mrcnn_np.roi_heads import (FastRCNNPredictor, MaskRCNNHeads, MaskRCNNPredic
 
 np.set_printoptions(precision=4, suppress=True)
 cfg = tiny()
+r50 = torchvision_r50_fpn()
 
 # %% [markdown]
 # ## 1. The box head: two fully connected layers
@@ -72,8 +73,14 @@ def mlp_params(c_in, rep):
 
 
 n_tiny = sum(p.size for _, p, _ in box_head.named_parameters())
-print(f"TwoMLPHead parameters: tiny {n_tiny:,}, ResNet-50-FPN {mlp_params(256 * 49, 1024):,}")
+for name, c in (("tiny", cfg), ("ResNet-50-FPN", r50)):
+    c_in = c.fpn_channels * c.box_roi_output_size ** 2
+    print(f"{name:14s} {c.fpn_channels} x {c.box_roi_output_size} x {c.box_roi_output_size} = "
+          f"{c_in:,} inputs -> {c.representation_size} -> {c.representation_size}: "
+          f"{mlp_params(c_in, c.representation_size):,} parameters")
 assert n_tiny == mlp_params(C * S * S, rep)
+assert (C * S * S, rep) == (3136, 256)
+assert (r50.fpn_channels * r50.box_roi_output_size ** 2, r50.representation_size) == (12544, 1024)
 
 # %% [markdown]
 # The **predictor** is two linear layers side by side: `cls_score` gives K logits (K = 4 here:
@@ -83,8 +90,11 @@ assert n_tiny == mlp_params(C * S * S, rep)
 # near zero (weights with std 0.01 and 0.001), so the first class scores are nearly uniform:
 
 # %%
+print(f"K = {K}; weight std: cls_score {box_predictor.cls_score.params['weight'].std():.4f}, "
+      f"bbox_pred {box_predictor.bbox_pred.params['weight'].std():.5f}")
 p_class = np.exp(class_logits) / np.exp(class_logits).sum(1, keepdims=True)
 print("softmax of the first RoI's logits:", p_class[0], " (1/K =", 1 / K, ")")
+assert K == 4 and np.allclose(p_class, 1 / K, atol=0.01)
 
 # %% [markdown]
 # ## 2. The mask head: a small fully convolutional network
@@ -280,21 +290,31 @@ image = (sample["image"].transpose(2, 0, 1) / 255).astype(np.float32)   # [3, 12
 target = dict(boxes=sample["boxes"].astype(np.float32), labels=sample["labels"],
               masks=sample["masks"].astype(np.uint8))
 model = MaskRCNN(tiny(), rng=np.random.default_rng(0))
-losses = model.forward_backward([image], [target], np.random.default_rng(0))
+model.zero_grad()
+losses, cache = model.forward_train([image], [target], np.random.default_rng(0))  # every cache
+model.backward_train(cache)                                     # (forward_backward does both)
 for name in LOSS_NAMES:
-    print(f"{name:18s} {losses[name]:.4f}")
-print(f"{'total L':18s} {losses['loss']:.4f}")
-assert np.isclose(losses["loss"], sum(losses[k] for k in LOSS_NAMES))
+    print(f"{name:18s} {losses[name]:.2e}")
+total = sum(losses[k] for k in LOSS_NAMES)
+print(f"{'total L':18s} {total:.4f}   (log 2 = {np.log(2):.4f}, log K = {np.log(K):.4f})")
+x_gt, y_gt = cache.mask.loss[3][:2]        # the BCE's cache: GT-channel logits, targets [Rp, 28, 28]
+R_box = cache.box.loss[0]                  # the box losses' R: every sampled RoI
+wrong = ((x_gt > 2) & (y_gt < 0.5)) | ((x_gt < -2) & (y_gt >= 0.5))   # sigmoid past 0.88 the wrong way
+print(f"{x_gt.shape[0]} positive RoIs of {R_box} sampled; their GT-channel mask logits: "
+      f"std {x_gt.std():.2f}, {wrong.mean():.0%} of pixels confidently wrong")
+assert abs(losses["loss_objectness"] - np.log(2)) < 0.05         # every anchor near sigma = 0.5
 assert abs(losses["loss_classifier"] - np.log(K)) < 0.05        # near-uniform class scores
+assert losses["loss_box_reg"] < 1e-3 and losses["loss_rpn_box_reg"] < 0.1
 assert losses["loss_mask"] > 1.5 * np.log(2)                     # confidently wrong pixels
+assert x_gt.std() > 1.5 and wrong.mean() > 0.1
 
 # %% [markdown]
 # What to expect from an untrained model: $L_{\text{obj}} \approx \log 2$ (every anchor at
 # $\sigma = 0.5$), $L_{\text{cls}} \approx \log 4$ (uniform over K = 4 classes), and small box
-# losses (all deltas near 0, the box loss divided by everything sampled). The mask loss starts
-# far above $\log 2$ (the cell checks it): the mask head and predictor start with
-# Kaiming-initialised weights (as torchvision's), so the 28 x 28 logits start far from 0 (a
-# standard deviation of about 8 on this image) and many pixels are confidently wrong.
+# losses (all deltas start near 0, and the box loss of the few positives is divided by every
+# RoI sampled). The mask loss starts far above $\log 2$: the mask head and predictor start with
+# Kaiming-initialised weights (as torchvision's), so the 28 x 28 logits start far from 0 (the
+# standard deviation and the share of confidently wrong pixels are printed above).
 #
 # After the backward, every trainable parameter holds its gradient. The size of the gradient
 # per stage (the root of the sum of squares over each stage's parameters):
@@ -334,47 +354,62 @@ assert all(n > 0 for n in norms)
 #
 # ## Exercises
 #
-# The answers are filled in so that the notebook runs: cover each answer line, work it out,
-# then compare; the `assert`s check it.
+# Work each answer out by hand first; the solution cell is collapsed (click to open it), and
+# the cell after it checks your answer against the library.
 
 # %% [markdown]
 # **1.** How many parameters does torchvision's `TwoMLPHead` (12,544 -> 1024 -> 1024, with
-# biases) have?
+# biases) have? Put the number in `answer_1`.
+
+# %% jupyter={"source_hidden": true}
+# a solution: fc6 weights + biases, then fc7 weights + biases
+answer_1 = 12544 * 1024 + 1024 + 1024 * 1024 + 1024
 
 # %%
-answer_1 = 12544 * 1024 + 1024 + 1024 * 1024 + 1024
-assert answer_1 == mlp_params(256 * 7 * 7, 1024)
+r50_head = TwoMLPHead(256 * 7 * 7, 1024, np.random.default_rng(0))   # the library's layer
+assert answer_1 == sum(p.size for _, p, _ in r50_head.named_parameters())
 print(f"{answer_1:,}")
+del r50_head
 
 # %% [markdown]
-# **2.** One positive RoI (P = 1) of class 2, M = 28. At one pixel its class-2 logit is 0 and
-# the target is 1. With the sigmoid loss, what is the gradient at that pixel on channel 2,
-# and on channel 1?
+# **2.** One positive RoI (P = 1) of class 2, M = 28, K = 4. At every pixel all logits are 0
+# and the target is 1. With the sigmoid loss, what is the gradient at one pixel on channel 2,
+# and on channel 1? Put the pair in `answer_2`.
+
+# %% jupyter={"source_hidden": true}
+# a solution: (sigma(0) - y) / (P M^2) on the GT channel, nothing on the others
+answer_2 = ((0.5 - 1) / 784, 0.0)
 
 # %%
-answer_2 = ((0.5 - 1) / 784, 0.0)
-xl = np.zeros((1, 4, 28, 28))
+xl = np.zeros((1, 4, 28, 28))                                   # [P, K, M, M], all logits 0
 _, c2 = maskrcnn_loss_forward(xl, np.array([2]), np.ones((1, 28, 28)))
 g2 = maskrcnn_loss_backward(1.0, c2)
 assert np.isclose(g2[0, 2, 5, 5], answer_2[0]) and g2[0, 1, 5, 5] == answer_2[1]
 
 # %% [markdown]
-# **3.** Same setting with the softmax loss (K = 4, all logits 0, target 1 at every pixel so
-# the target class is 2 everywhere). What are the gradients on channels 2 and 1?
+# **3.** Same setting with the softmax loss (the target class is 2 at every pixel, since the
+# target is 1 everywhere). What are the gradients at one pixel on channels 2 and 1? Put the
+# pair in `answer_3`.
+
+# %% jupyter={"source_hidden": true}
+# a solution: (p - onehot) / (P M^2) with p = 1/4 on every channel
+answer_3 = ((0.25 - 1) / 784, 0.25 / 784)
 
 # %%
-answer_3 = ((0.25 - 1) / 784, 0.25 / 784)
 _, c3 = maskrcnn_loss_forward(xl, np.array([2]), np.ones((1, 28, 28)), mode="softmax")
 g3 = maskrcnn_loss_backward(1.0, c3)
 assert np.isclose(g3[0, 2, 5, 5], answer_3[0]) and np.isclose(g3[0, 1, 5, 5], answer_3[1])
 
 # %% [markdown]
-# **4.** The box loss of 3 RoIs, one positive of class 1 whose class-1 deltas are off by
-# (0.5, 0, 0, 0) from the target. What is $L_{\text{box}}$?
+# **4.** The box loss of 3 RoIs (K = 2), one positive of class 1 whose class-1 deltas are off
+# by (0.5, 0, 0, 0) from its target. What is $L_{\text{box}}$? Put it in `answer_4`.
+
+# %% jupyter={"source_hidden": true}
+# a solution: smooth L1's linear zone (0.5 > beta = 1/9), divided by R = 3, not by 1 positive
+answer_4 = (0.5 - 0.5 / 9) / 3
 
 # %%
-answer_4 = (0.5 - 0.5 / 9) / 3            # linear zone (0.5 > 1/9); divided by R = 3, not by 1
-deltas4 = np.zeros((3, 8))
+deltas4 = np.zeros((3, 8))                # [R, 4K]
 deltas4[1, 4] = 0.5                       # RoI 1, class 1, dx
 _, lb4, _ = fastrcnn_loss_forward(np.zeros((3, 2)), deltas4, np.array([0, 1, 0]), np.zeros((3, 4)))
 assert np.isclose(lb4, answer_4)
