@@ -92,10 +92,10 @@ print(inspect.getsource(Bottleneck.backward))
 # floor((s - 1) / 2) + 1 = ceil(s / 2). For 1024 every step divides exactly:
 # 1024 → 512 (C1) → 256 (max-pool, C2) → 128 (C3) → 64 (C4) → 32 (C5), and P6 = 16.
 #
-# We do not need a ResNet-50 forward pass (145 billion multiply-adds at this size) to check
-# that: the spatial sizes depend only on the strides, which the tiny network shares with
-# ResNet-50. So we run the tiny network at 1024 (about a second) and take ResNet-50's channel
-# counts from its constructor.
+# We do not need a ResNet-50 forward pass (145 billion multiply-adds at this size, counted
+# below from the shapes alone) to check that: the spatial sizes depend only on the strides,
+# which the tiny network shares with ResNet-50. So we run the tiny network at 1024 and take
+# ResNet-50's channel counts from its constructor.
 
 # %%
 r50 = resnet50_fpn(np.random.default_rng(0))   # builds the weights only (no forward pass)
@@ -114,6 +114,10 @@ for name, p, s in zip(FEATURE_NAMES, ps, FEATURE_STRIDES):
     k = int(np.log2(s))
     print(f"P{k:<4} {s:>6}  {str((1, r50.out_channels) + p.shape[2:]):>24}  {str(p.shape):>22}"
           f"   torchvision name {name!r}")
+assert [p.shape[2] for p in ps] == [256, 128, 64, 32, 16] and c1.shape[2] == 512
+r50_macs = sum(backbone.multiply_adds(r50, 1024, 1024).values())
+print(f"ResNet-50-FPN forward at 1024 x 1024: {r50_macs / 1e9:.1f} billion multiply-adds")
+assert round(r50_macs / 1e9) == 145
 
 # %% [markdown]
 # ResNet-50 at 1024 x 1024 carries 256 + 512 + 1024 + 2048 channels on maps of 256², 128², 64²
@@ -138,7 +142,19 @@ for name, p, s in zip(FEATURE_NAMES, ps, FEATURE_STRIDES):
 #
 # The upsampling goes **to the lateral's size**, not by a fixed factor 2, so an image whose
 # side is not a multiple of 32 still works (a 65-pixel side gives 17, 9, 5, 3: upsampling 3 to
-# 5 repeats rows 0, 0, 1, 1, 2 by torch's nearest rule src = floor(dst * 3 / 5)).
+# 5 repeats rows 0, 0, 1, 1, 2 by torch's nearest rule src = floor(dst * 3 / 5)). The next
+# cell checks both.
+
+# %%
+from mrcnn_np.nn.resample import upsample_nearest_forward  # noqa: E402
+
+c65, _ = tiny.body.forward(np.zeros((1, 3, 65, 65), np.float32))          # [C2 .. C5]
+print("65-px image, C2..C5 sides:", [c.shape[2] for c in c65])
+rows = np.arange(3, dtype=np.float32).reshape(1, 1, 3, 1)                # rows 0, 1, 2
+up, _ = upsample_nearest_forward(rows, (5, 1))                           # [1, 1, 5, 1]
+print("upsampling rows 0, 1, 2 to 5 rows gives", up[0, 0, :, 0])
+assert [c.shape[2] for c in c65] == [17, 9, 5, 3]
+assert list(up[0, 0, :, 0]) == [0, 0, 1, 1, 2]
 
 # %%
 print(inspect.getsource(FPN.forward))
@@ -223,7 +239,7 @@ for t in range(6):
     parts = [s for s in ("conv1", "layer1", "layer2", "layer3", "layer4")
              if any(k.startswith(f"body.{s}") for k, _, _ in r50.named_parameters())]
     print(f"{t:>16}  {n / 1e6:8.2f}M           {' '.join(parts + ['fpn'])}")
-r50.freeze(3)                                       # back to torchvision's default
+_ = r50.freeze(3)                                   # back to torchvision's default
 
 # %% [markdown]
 # Our `r50` was built with torchvision's default, `trainable_layers=3`; its optimiser sees the
@@ -276,6 +292,20 @@ for name, m in models.items():
     macs = backbone.multiply_adds(m, 256, 256)
     print(f"{name:22}" + "".join(f"{macs[p] / 1e6:8.0f}" for p in parts)
           + f"{sum(macs.values()) / 1e6:9.0f}")
+total = {name: sum(backbone.multiply_adds(m, 256, 256).values()) for name, m in models.items()}
+preset = models["tiny (the preset)"]
+tiny_macs = backbone.multiply_adds(preset, 256, 256)
+p2_smooth = 64 * 64 * (64 * 64 * 9)                  # P2's 3x3 output conv: cells x F*C*3*3
+print(f"\ntiny: FPN {tiny_macs['fpn'] / total['tiny (the preset)']:.0%} of the total; "
+      f"P2's 3x3 conv {p2_smooth / 1e6:.0f}M of the FPN's {tiny_macs['fpn'] / 1e6:.0f}M")
+for name in list(variants)[1:]:
+    print(f"{name}: {total[name] / total['tiny (the preset)']:.2f} x the preset")
+assert round(100 * tiny_macs["fpn"] / total["tiny (the preset)"]) == 61
+assert round(p2_smooth / 1e6) == 151 and p2_smooth < tiny_macs["fpn"]
+assert round(total["two blocks per stage"] / total["tiny (the preset)"], 2) == 1.19   # +19%
+assert 1.9 < total["width 32"] / total["tiny (the preset)"] < 2.1                    # doubles
+assert 0.5 < total["FPN 32 channels"] / total["tiny (the preset)"] < 0.6             # halves
+assert round(total["ResNet-50-FPN"] / 1e9) == 9
 
 # %% [markdown]
 # In the tiny preset the FPN is 61% of the work, and most of that is one layer: the 3x3 output
@@ -303,9 +333,9 @@ def time_step(model, size, repeats=3):
     return min(times)
 
 
-preset = models["tiny (the preset)"]
-print(f"tiny preset, batch 2, forward + backward: 128 x 128 {time_step(preset, 128) * 1e3:.0f} ms, "
-      f"256 x 256 {time_step(preset, 256) * 1e3:.0f} ms\n")
+t128, t256 = time_step(preset, 128), time_step(preset, 256)
+print(f"tiny preset, batch 2, forward + backward: 128 x 128 {t128 * 1e3:.0f} ms, "
+      f"256 x 256 {t256 * 1e3:.0f} ms ({t256 / t128:.1f} x)\n")
 print(f"{'variant':22} {'params':>8} {'128 x 128':>10}")
 for name in variants:
     m = models[name]
@@ -314,9 +344,10 @@ for name in variants:
 
 # %% [markdown]
 # Why this preset: it is the cheapest of these that keeps 64 channels for the heads. A 256-px
-# step costs about 4 times a 128-px step (4 times the pixels), and the time follows the
-# multiply-add counts roughly, not exactly: small layers pay more per multiply-add than large
-# ones (Python overhead, copies for im2col, norms and ReLUs). We have not compared how well the
+# step has 4 times the pixels and 4 times the multiply-adds of a 128-px step, but its measured
+# time (the ratio printed above) grows by less: part of a step's time does not grow with the
+# pixels. The time follows the multiply-add counts roughly, not exactly: small layers pay more
+# per multiply-add than large ones (Python overhead, copies for im2col, norms and ReLUs). We have not compared how well the
 # variants *learn*: the choice is by cost, and chapter 10 shows that the tiny preset is enough to
 # learn three simple shapes on a CPU. Timings vary with the machine: run the cell to see yours.
 #
@@ -334,78 +365,104 @@ for name in variants:
 #
 # ## Exercises
 #
-# **1.** For a 600 x 1000 image, what are the sizes of P2..P6? P_k is k stride-2 steps away from
-# the image, and each step maps s → ceil(s / 2). Work it out, then check with the tiny network.
+# Each exercise: the task, a collapsed solution (try first, then open it), and a cell that
+# checks your answer.
+#
+# **1.** For a 600 x 1000 image, what are the sizes (height, width) of P2..P6? P_k is k
+# stride-2 steps away from the image, and each step maps s → ceil(s / 2). A list of five
+# `(height, width)` pairs into `answer_1`.
 
-# %%
+# %% jupyter={"source_hidden": true}
 def halve(s, times):
     for _ in range(times):
         s = -(-s // 2)                      # ceil(s / 2)
     return s
 
 
-answer = [(halve(600, k), halve(1000, k)) for k in (2, 3, 4, 5, 6)]
-print(answer)
-feats, _ = tiny.forward(np.zeros((1, 3, 600, 1000), np.float32))
-assert [f.shape[2:] for f in feats] == answer
-assert answer == [(150, 250), (75, 125), (38, 63), (19, 32), (10, 16)]
+answer_1 = [(halve(600, k), halve(1000, k)) for k in (2, 3, 4, 5, 6)]
+
+# %%
+feats_600, _ = tiny.forward(np.zeros((1, 3, 600, 1000), np.float32))   # the network decides
+assert [tuple(f.shape[2:]) for f in feats_600] == [tuple(hw) for hw in answer_1]
+print(answer_1)
 
 # %% [markdown]
 # **2.** Count the weights of ResNet-50's first bottleneck, `layer1.0` (in 64 channels, inner
-# width 64, out 256), by hand: conv1 64·64, conv2 64·64·9, conv3 64·256, downsample 64·256;
-# with frozen norms nothing else trains.
+# width 64, out 256), by hand: conv1 is 1x1 from 64 to 64, conv2 3x3 from 64 to 64, conv3 1x1
+# from 64 to 256, and the downsample 1x1 from 64 to 256; with frozen norms nothing else
+# trains, and the convolutions have no bias. Into `answer_2`.
+
+# %% jupyter={"source_hidden": true}
+answer_2 = 64 * 64 + 64 * 64 * 9 + 64 * 256 + 64 * 256
 
 # %%
-by_hand = 64 * 64 + 64 * 64 * 9 + 64 * 256 + 64 * 256
 block = Bottleneck(64, 64, stride=1, norm="frozen")
-assert sum(p.size for _, p, _ in block.named_parameters()) == by_hand == 73_728
-print("layer1.0 weights:", by_hand)
+assert answer_2 == sum(p.size for _, p, _ in block.named_parameters())
+print("layer1.0 weights:", answer_2)
 
 # %% [markdown]
-# **3.** P6 is P5 sampled every second pixel. Check it on the features of section 4.
+# **3.** P6 is P5 sampled at every second pixel. Make P6 from `p5` (the P5 of section 4's
+# image) into `answer_3`.
 
 # %%
-feats, _ = tiny.forward(x)
-assert np.array_equal(feats[4], feats[3][:, :, ::2, ::2])
-print("P6 == P5[:, :, ::2, ::2]:", feats[4].shape, "from", feats[3].shape)
+p5 = tiny.forward(x)[0][3]                                        # [1, 64, 8, 8]
+
+# %% jupyter={"source_hidden": true}
+answer_3 = p5[:, :, ::2, ::2]                                      # [1, 64, 4, 4]
+
+# %%
+p6 = tiny.forward(x)[0][4]                                        # the FPN's own P6
+assert np.array_equal(answer_3, p6)
+print("P6 == P5[:, :, ::2, ::2]:", p6.shape, "from", p5.shape)
 
 # %% [markdown]
 # **4.** With `trainable_layers=2`, which top-level parts of the backbone have trainable
-# parameters? Predict, then check.
+# parameters? A set of names such as `"body.layer1"` or `"fpn"` into `answer_4`.
+
+# %% jupyter={"source_hidden": true}
+# trainable_layers counts down from the top: layer4, then layer3; the FPN always trains
+answer_4 = {"body.layer3", "body.layer4", "fpn"}
 
 # %%
 m2 = ResNetFPN((1, 1, 1, 1), 8, 16, "frozen", trainable_layers=2)
-parts = {k.split(".")[0] + "." + k.split(".")[1] if k.startswith("body") else "fpn"
-         for k, _, _ in m2.named_parameters()}
-assert parts == {"body.layer3", "body.layer4", "fpn"}
-print(sorted(parts))
+parts_trained = {".".join(k.split(".")[:2]) if k.startswith("body") else k.split(".")[0]
+                 for k, _, _ in m2.named_parameters()}
+assert answer_4 == parts_trained
+print(sorted(answer_4))
 
 # %% [markdown]
-# **5.** A gradient check through the whole backbone: nudge one weight of `layer2`'s 3x3
-# convolution by ±h (float64) and compare the change of L = Σ P·g with the gradient that
-# `backward` accumulated. (We use 64 x 64 images: at 32 x 32, C5 is 1 x 1, and a training-mode
-# batch norm over 2 numbers per channel is so curved that the finite difference itself is off.)
+# **5.** A gradient check through the whole backbone. The cell below builds a float64
+# backbone, a loss L = Σ P·g over its five outputs, and runs `backward`. Nudge one weight of
+# `layer2`'s 3x3 convolution, `w[i]`, by ±h, and put the central finite difference
+# (L(w + h) - L(w - h)) / 2h into `answer_5`; leave `w` as you found it. (We use 64 x 64
+# images: at 32 x 32, C5 is 1 x 1, and a training-mode batch norm over 2 numbers per channel
+# is so curved that the finite difference itself is off.)
 
 # %%
 rng = np.random.default_rng(1)
 m = ResNetFPN((1, 1, 1, 1), 4, 8, "batch", 5, rng, np.float64)
 xg = rng.standard_normal((2, 3, 64, 64))
-feats, cache = m.forward(xg)
-g = [rng.standard_normal(f.shape) for f in feats]
+feats_g, cache = m.forward(xg)
+g = [rng.standard_normal(f.shape) for f in feats_g]
 m.backward(g, cache)
 w = m.body.layer2[0].conv2.params["weight"]
+w_before = w.copy()
 i, h = (1, 2, 0, 1), 1e-6
 
 
 def loss():
     return sum(np.sum(f * gi) for f, gi in zip(m.forward(xg)[0], g))
 
-
+# %% jupyter={"source_hidden": true}
 w[i] += h
 lp = loss()
 w[i] -= 2 * h
 lm = loss()
 w[i] += h
-numeric, analytic = (lp - lm) / (2 * h), m.body.layer2[0].conv2.grads["weight"][i]
-print(f"finite difference {numeric:.8f}   backward {analytic:.8f}")
-assert abs(numeric - analytic) < 1e-7 * max(1.0, abs(analytic))
+answer_5 = (lp - lm) / (2 * h)
+
+# %%
+analytic = m.body.layer2[0].conv2.grads["weight"][i]
+print(f"finite difference {answer_5:.8f}   backward {analytic:.8f}")
+assert np.allclose(w, w_before, rtol=0, atol=1e-12)               # the weight is back
+assert abs(answer_5 - analytic) < 1e-7 * max(1.0, abs(analytic))
