@@ -61,6 +61,7 @@ cxcywh = np.concatenate([(xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, 
 yxyx = xyxy[:, [1, 0, 3, 2]]
 print("xyxy  ", xyxy[0], "\nxywh  ", xywh[0], "\ncxcywh", cxcywh[0], "\nyxyx  ", yxyx[0])
 print("area:", box_area(xyxy)[0], "= 40 * 20")
+assert box_area(xyxy)[0] == 40 * 20
 
 # %% [markdown]
 # ## 2. Intersection over union
@@ -114,13 +115,28 @@ for ax, s in zip(axes, shifts):
     ax.set_title(f"shift {s}: IoU = {iou:.2f}")
     ax.axis("off")
 plt.show()
+third = box_iou(A[None], (A + np.array([10, 0, 10, 0], np.float32))[None])[0, 0]
+print("shifted by a third of its width (10 of 30 px): IoU =", third)
+assert np.isclose(third, 0.5)                # (20 * 30) / (900 + 900 - 600)
 
 # %% [markdown]
 # Two details that the tests pin down: an empty input gives an empty `[0, M]` matrix, and two
 # zero-area boxes give `0 / 0 = nan`, exactly as torchvision does. `box_iou` also has a numba
 # kernel (`backend="numba"`, the default "auto"): one fused loop with the same arithmetic,
 # bit-identical, and about 15x faster than torchvision on 261,888 x 50 boxes
-# (`benchmarks/bench_nms.py`).
+# (`benchmarks/bench_nms.py`; that speed is measured there, not here).
+
+# %%
+empty = box_iou(np.zeros((0, 4), np.float32), others)
+flat = np.array([[1, 1, 1, 5]], np.float32)                  # zero width: area 0
+print("empty input:", empty.shape, "| two zero-area boxes:", box_iou(flat, flat)[0, 0])
+assert empty.shape == (0, len(others)) and np.isnan(box_iou(flat, flat)[0, 0])
+rng = np.random.default_rng(0)
+xy = rng.uniform(0, 100, (2, 200, 2)).astype(np.float32)
+boxes = np.concatenate([xy.min(0), xy.max(0)], axis=1)       # [200, 4], x1 <= x2, y1 <= y2
+assert np.array_equal(box_iou(boxes, boxes[:50], backend="numba"),
+                      box_iou(boxes, boxes[:50], backend="numpy"))
+print("numba box_iou == NumPy box_iou, bit for bit, on 200 x 50 random boxes")
 
 # %% [markdown]
 # ## 3. Anchors
@@ -138,6 +154,9 @@ plt.show()
 print(inspect.getsource(base_anchors))
 cell = base_anchors((32,), (0.5, 1.0, 2.0))
 print(cell)
+r = 0.5
+print(f"ratio 0.5: w = {32 / np.sqrt(r):.2f}, h = {32 * np.sqrt(r):.2f}")
+assert np.array_equal(cell, [[-23, -11, 23, 11], [-16, -16, 16, 16], [-11, -23, 11, 23]])
 
 # %% [markdown]
 # By hand, for $s = 32$: ratio 0.5 gives $w = 45.25$, $h = 22.63$, half-sizes
@@ -162,39 +181,76 @@ padded[:600] = image                                                  # pad the 
 image_size = padded.shape[:2]                                         # (h, w) = (640, 512)
 strides = [4, 8, 16, 32, 64]
 feature_sizes = [(image_size[0] // s, image_size[1] // s) for s in strides]
+assert image.shape == (600, 512, 3) and all(image_size[0] % s == image_size[1] % s == 0
+                                            for s in strides)   # every stride divides it
 
 gen = AnchorGenerator()                      # torchvision's maskrcnn_resnet50_fpn settings
 anchors = gen(image_size, feature_sizes)     # [A, 4]
 per_level = gen.num_anchors_per_level(feature_sizes)
 print("feature sizes:", feature_sizes)
 print("anchors per level:", per_level, " total:", anchors.shape)
-print("strides:", gen.strides(image_size, feature_sizes))
+print("strides:", gen.strides(image_size, feature_sizes), " sizes:", gen.sizes)
+assert [h for h, _ in gen.strides(image_size, feature_sizes)] == [2 ** k for k in range(2, 7)]
+assert [sz for (sz,) in gen.sizes] == [32, 64, 128, 256, 512]
 
 # %% [markdown]
-# The figure: for each level, the dots are the anchor centres (every location of the level,
-# thinned out on the fine levels so that the dots stay visible) and the three boxes are the
-# anchors of one location near the middle of the face.
+# The figure: for each level, the yellow dots are the anchor centres, every location of the
+# level at its true stride, and the three boxes are the anchors of one location near the
+# middle of the face. All five panels have the same scale, so the spacing of the dots can be
+# compared from panel to panel; P6's anchors (size 512, the wide one 724 px wide) reach past
+# the image and are cut at the panel's edge. P2's
+# centres, 4 px apart, are too dense to tell apart at this scale: the last panel zooms into
+# the white square drawn on P2, 48 x 48 px around the face location, with the centres of P2,
+# P3 and P4 in it.
 
 # %%
-fig, axes = plt.subplots(1, 5, figsize=(16, 4.4))
 offsets = np.cumsum([0] + per_level)
-for lvl, ax in enumerate(axes):
+level_anchors = [anchors[offsets[l]:offsets[l + 1]].reshape(*feature_sizes[l], 3, 4)
+                 for l in range(5)]                                  # [H_l, W_l, 3, 4] each
+face = (222, 230)                                                    # (x, y) of a point on the face
+drawn = [la[face[1] // s, face[0] // s] for la, s in zip(level_anchors, strides)]  # [3, 4] each
+x_lim, y_lim = (-40, image_size[1] + 40), (image_size[0] + 40, -40)   # one scale for all panels
+wide_p6 = drawn[4][0]                                                # ratio 0.5 comes first
+print("P6's wide anchor:", wide_p6, f"{wide_p6[2] - wide_p6[0]:.0f} px wide")
+assert wide_p6[2] - wide_p6[0] == 724 > image_size[1]
+zoom = (face[0] - 24, face[1] - 24, 48)                              # x0, y0, side of the zoom window
+colours = ["tab:red", "tab:green", "tab:cyan"]
+
+fig, axes = plt.subplots(2, 3, figsize=(13, 10.5))
+for lvl, ax in enumerate(axes.flat[:5]):
     H_l, W_l = feature_sizes[lvl]
     s = strides[lvl]
-    level_anchors = anchors[offsets[lvl]:offsets[lvl + 1]].reshape(H_l, W_l, 3, 4)  # [H, W, 3, 4]
     ax.imshow(padded)
-    step = max(1, 16 // s)                    # show every step-th centre
-    ys, xs = np.mgrid[0:H_l:step, 0:W_l:step]
-    ax.plot(xs.ravel() * s, ys.ravel() * s, ".", ms=1.5, color="yellow")
-    y, x = 230 // s, 222 // s                 # a location on the face
-    for a, colour in zip(range(3), ["tab:red", "tab:green", "tab:cyan"]):
-        x1, y1, x2, y2 = level_anchors[y, x, a]
+    ys, xs = np.mgrid[0:H_l, 0:W_l]                                  # every location of the level
+    dense = s < 16                      # P2, P3: closer than the panel's pixels can show
+    ax.plot(xs.ravel() * s, ys.ravel() * s, ".", ms=1 if dense else 2.5, color="yellow",
+            alpha=0.25 if s == 4 else 0.6 if dense else 1)
+    for (x1, y1, x2, y2), colour in zip(drawn[lvl], colours):
         ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=2, ec=colour))
-    ax.set_title(f"P{lvl + 2}: stride {s}, size {gen.sizes[lvl][0]}\n{H_l}x{W_l}x3 = {per_level[lvl]:,}")
-    drawn = level_anchors[y, x]                                   # [3, 4]
-    ax.set_xlim(min(-40, drawn[:, 0].min() - 10), max(552, drawn[:, 2].max() + 10))
-    ax.set_ylim(max(680, drawn[:, 3].max() + 10), min(-40, drawn[:, 1].min() - 10))
+    ax.set_title(f"P{lvl + 2}: centres every {s} px, anchor size {gen.sizes[lvl][0]}\n"
+                 f"{H_l} x {W_l} x 3 = {per_level[lvl]:,} anchors", fontsize=11)
+    ax.set_xlim(*x_lim)
+    ax.set_ylim(*y_lim)
     ax.axis("off")
+axes[0, 0].add_patch(Rectangle(zoom[:2], zoom[2], zoom[2], fill=False, lw=2.5, ec="white"))
+
+ax = axes[1, 2]                                                      # the zoom
+x0, y0, side = zoom
+ax.imshow(padded[y0:y0 + side, x0:x0 + side], extent=(x0, x0 + side, y0 + side, y0))
+for lvl, (ms, marker, colour) in enumerate([(4, "o", "yellow"), (9, "s", "tab:orange"),
+                                             (14, "D", "tab:red")]):
+    s = strides[lvl]
+    c = np.arange(0, 640, s)                                          # centres of the level
+    cx, cy = c[(c >= x0) & (c <= x0 + side)], c[(c >= y0) & (c <= y0 + side)]
+    gx, gy = np.meshgrid(cx, cy)
+    ax.plot(gx.ravel(), gy.ravel(), marker, ms=ms, mfc="none" if lvl else colour, mec=colour,
+            mew=1.8, ls="none", label=f"P{lvl + 2}: every {s} px")
+ax.set_xlim(x0, x0 + side)
+ax.set_ylim(y0 + side, y0)
+ax.set_title(f"zoom: the {side} x {side} px square of P2's panel", fontsize=11)
+ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.04), ncol=3, fontsize=9.5, frameon=False)
+ax.set_xticks([])
+ax.set_yticks([])
 plt.tight_layout()
 plt.show()
 
@@ -213,9 +269,14 @@ counts = [3 * h * w for h, w in sizes_1024]
 for (h, w), c in zip(sizes_1024, counts):
     print(f"{h:>4} x {w:<4} x 3 = {c:>8,}")
 print(f"{'total':>15} = {sum(counts):>8,}")
+assert sizes_1024 == [(256, 256), (128, 128), (64, 64), (32, 32), (16, 16)]
+assert sum(h * w for h, w in sizes_1024) == 87_296
 mp = matterport_anchors()
 assert len(mp) == sum(counts) == 261_888
 print("matterport_anchors():", mp.shape, mp.dtype)
+tv_1024 = AnchorGenerator()((1024, 1024), sizes_1024)
+print("torchvision's preset, 1024 x 1024:", tv_1024.shape)
+assert len(tv_1024) == 261_888
 
 # %% [markdown]
 # For a 1024 x 1024 image torchvision's preset gives the same count (three ratios, one size
@@ -270,42 +331,62 @@ print("all five conventions checked")
 #
 # ## Exercises
 #
-# Each cell checks itself with `assert`s. The answers are filled in so that the notebook runs:
-# cover the answer line, work it out yourself, then compare.
+# Each exercise names the variable its answer goes into. The solution is in a collapsed cell
+# (click to open it, after trying); the cell after it checks your answer with `assert`s.
 
 # %% [markdown]
-# **1.** What is the IoU of `(0, 0, 10, 10)` and `(5, 0, 15, 10)`? Work it out on paper first.
+# **1.** What is the IoU of `(0, 0, 10, 10)` and `(5, 0, 15, 10)`? Work it out on paper, as a
+# fraction, into `answer_1`.
+
+# %% jupyter={"source_hidden": true}
+# a solution: intersection 5 x 10 = 50, union 100 + 100 - 50 = 150
+answer_1 = 50 / 150
 
 # %%
-answer_1 = 50 / 150     # intersection 5 x 10 = 50, union 100 + 100 - 50 = 150
 assert np.isclose(answer_1, box_iou(np.array([[0, 0, 10, 10]]), np.array([[5, 0, 15, 10]]))[0, 0])
+print(answer_1)
 
 # %% [markdown]
 # **2.** How many anchors does torchvision's preset give for an 800 x 1344 padded batch?
-# (Feature sizes: the image size divided by 4, 8, 16, 32 and 64, rounded up.)
+# (Feature sizes: the image size divided by 4, 8, 16, 32 and 64, rounded up; three anchors
+# per location.) Count them with arithmetic, without calling the generator, into `answer_2`.
 
-# %%
+# %% jupyter={"source_hidden": true}
+# a solution: 3 anchors at every location of every level
 fs = [(-(-800 // s), -(-1344 // s)) for s in strides]
 answer_2 = 3 * sum(h * w for h, w in fs)
-assert answer_2 == len(AnchorGenerator()((800, 1344), fs))
+
+# %%
+sizes_800 = [(int(np.ceil(800 / s)), int(np.ceil(1344 / s))) for s in strides]
+assert answer_2 == len(AnchorGenerator()((800, 1344), sizes_800))
 print(answer_2)
 
 # %% [markdown]
 # **3.** Which row of the `[A, 4]` anchor array holds the tall (ratio 2) anchor of level P3 at
-# row 5, column 7, for the 640 x 512 image above? Use the order level, row, column, anchor.
+# row 5, column 7, for the 640 x 512 image above? Use the order level, row, column, anchor,
+# and the arrays `per_level` and `feature_sizes`; put the row into `answer_3`.
 
-# %%
+# %% jupyter={"source_hidden": true}
+# a solution: skip all of P2, then 5 whole rows and 7 locations of P3, then 2 anchors
 H3, W3 = feature_sizes[1]
 answer_3 = per_level[0] + (5 * W3 + 7) * 3 + 2
+
+# %%
 x1, y1, x2, y2 = anchors[answer_3]
-assert ((x1 + x2) / 2, (y1 + y2) / 2) == (7 * 8, 5 * 8) and (y2 - y1) > (x2 - x1)
+assert ((x1 + x2) / 2, (y1 + y2) / 2) == (7 * 8, 5 * 8)       # centred at column 7, row 5 of P3
+assert np.isclose((y2 - y1) * (x2 - x1), 64 ** 2, rtol=0.05)  # P3's size, 64
+assert (y2 - y1) > (x2 - x1)                                  # tall
 print(answer_3, anchors[answer_3])
 
 # %% [markdown]
 # **4.** A matterport anchor of scale 64 and ratio 2 (`w / h`): what are its width and height?
-# Check your numbers against `matterport_anchors`.
+# Work them out into `w_4` and `h_4`; the check compares them with `matterport_anchors`.
+
+# %% jupyter={"source_hidden": true}
+# a solution: area 64^2 and w / h = 2, so w = 64 sqrt(2) and h = 64 / sqrt(2)
+w_4, h_4 = 64 * np.sqrt(2), 64 / np.sqrt(2)
 
 # %%
-w_4, h_4 = 64 * np.sqrt(2), 64 / np.sqrt(2)
 a4 = matterport_anchors(image_size=(64, 64), scales=(64,), ratios=(2.0,), feature_strides=(16,))[0]
 assert np.allclose([a4[2] - a4[0], a4[3] - a4[1]], [w_4, h_4])
+print(w_4, h_4)
