@@ -227,7 +227,8 @@ assert np.isclose(one, sum(w * panel_map[0, 0, i, j] for (i, j), w in hand.items
 
 # %%
 fig, ax = plt.subplots(figsize=(5.5, 5.5))
-figures._grid(ax, panel_map[0, 0], "RoIAlign samples: aligned=False (red) vs True (blue)")
+figures.draw_feature_grid(ax, panel_map[0, 0],
+                          "RoIAlign samples: aligned=False (red) vs True (blue)")
 ax.add_patch(Rectangle((u1, v1), u2 - u1, v2 - v1, fill=False, ec="k", lw=2, ls="--"))
 pos = {}
 for aligned, colour in [(False, "tab:red"), (True, "tab:blue")]:

@@ -39,7 +39,7 @@ def feature_map(f, H, W):
 
 # ------------------------------------------------------------------------- one panel each ---
 
-def _grid(ax, plane, title, values=False):
+def draw_feature_grid(ax, plane, title, values=False):
     """The feature map as a pale image with a dashed cell grid; ``values`` writes each cell's
     value in it. plane: [H, W]."""
     H, W = plane.shape
@@ -83,7 +83,7 @@ def draw_roi_pool(ax, fmap, roi, S=2):
     hs, he, ws, we = (a[0] for a in roi_pool_bins(rois, 1.0, S, S, H, W))  # [S] each
     _, cache = roi_pool_forward(fmap, rois, S)
     arg = cache["argmax"][0, 0]                                           # [S, S] flat h * W + w
-    _grid(ax, plane, "RoIPool: rounded box, whole-cell bins, max", values=True)
+    draw_feature_grid(ax, plane, "RoIPool: rounded box, whole-cell bins, max", values=True)
     _box(ax, *roi, **TRUE_BOX)
     _box(ax, ws[0], hs[0], we[-1], he[-1], fill=False, ec="tab:orange", lw=3)
     import matplotlib as mpl
@@ -109,7 +109,7 @@ def draw_roi_align(ax, fmap, roi, S=2, G=SAMPLING, highlight=(0, 0, 1, 0)):
     prm = roi_align_params(rois, 1.0, S, S, G, True)
     ys, _ = sample_positions(prm["roi_start_h"], prm["bin_size_h"], prm["roi_bin_grid_h"], S)
     xs, _ = sample_positions(prm["roi_start_w"], prm["bin_size_w"], prm["roi_bin_grid_w"], S)
-    _grid(ax, plane, f"RoIAlign: exact bins, {G}x{G} bilinear samples, mean")
+    draw_feature_grid(ax, plane, f"RoIAlign: exact bins, {G}x{G} bilinear samples, mean")
     ph, pw, iy, ix = highlight
     y_low, y_high, wy_low, wy_high = (a[0, ph, iy] for a in
                                       bilinear_axis(prm["roi_start_h"], prm["bin_size_h"],
@@ -142,7 +142,7 @@ def draw_roi_warp(ax, fmap, roi, S=2, G=SAMPLING):
     prm = roi_align_params(rois_q, 1.0, S, S, G, False)
     ys, _ = sample_positions(prm["roi_start_h"], prm["bin_size_h"], prm["roi_bin_grid_h"], S)
     xs, _ = sample_positions(prm["roi_start_w"], prm["bin_size_w"], prm["roi_bin_grid_w"], S)
-    _grid(ax, plane, "RoIWarp: bilinear samples in the rounded box")
+    draw_feature_grid(ax, plane, "RoIWarp: bilinear samples in the rounded box")
     _box(ax, *roi, **TRUE_BOX)
     q = rois_q[0, 1:] + 0.5                                               # where it reads
     _bins(ax, *q, S, "tab:green")
@@ -157,7 +157,7 @@ def draw_crop_and_resize(ax, fmap, roi, S=2):
     x1, y1, x2, y2 = roi
     cx = corner_positions(np.array([x1 - 0.5]), np.array([x2 - 0.5]), S)[0] + 0.5  # [S]
     cy = corner_positions(np.array([y1 - 0.5]), np.array([y2 - 0.5]), S)[0] + 0.5  # [S]
-    _grid(ax, plane, "crop_and_resize: one sample per cell, on the corners")
+    draw_feature_grid(ax, plane, "crop_and_resize: one sample per cell, on the corners")
     _box(ax, *roi, **TRUE_BOX)
     for c in cx:
         ax.plot([c, c], [cy[0], cy[-1]], color="tab:purple", lw=1)
