@@ -100,6 +100,7 @@ anchors = model.anchor_generator(batch.shape[-2:], [f.shape[-2:] for f in featur
 obj, box, shapes = flatten_predictions(objectness, deltas)   # [1, A_all, 1], [1, A_all, 4]
 print("anchors:", anchors.shape, " flat objectness:", obj.shape, " flat deltas:", box.shape)
 assert anchors.shape[0] == obj.shape[1] == box.shape[1] == 3 * (32**2 + 16**2 + 8**2 + 4**2 + 2**2)
+assert 32**2 + 16**2 + 8**2 + 4**2 + 2**2 == 1364 and anchors.shape[0] == 4092
 
 # %% [markdown]
 # ## 2. Why the predictions line up with the anchors
@@ -237,6 +238,7 @@ loss_obj, loss_box, _ = rpn_loss_forward(obj, box, labels[None], reg_targets[Non
 print(f"sampled {np.sum(labels >= 0)} anchors, {np.sum(labels == 1)} positive")
 print(f"L_obj = {loss_obj:.4f} (log 2 = {np.log(2):.4f}),  L_box = {loss_box:.5f}")
 assert abs(loss_obj - np.log(2)) < 0.01
+assert 0 < loss_box < 0.1 * loss_obj                    # small, but not zero
 
 # %% [markdown]
 # ## 6. The backward, by hand
@@ -317,7 +319,7 @@ for step in range(50):
     head.backward(*unflatten_predictions(d_obj, d_box, shapes), c_head)  # grads into head.grads
     opt.step()
     history.append((float(l_obj), float(l_box)))
-after, _, _ = head.forward(features)
+after, after_deltas, _ = head.forward(features)
 print("step  L_obj   L_box")
 for s in (0, 10, 20, 30, 40, 49):
     print(f"{s:4d}  {history[s][0]:.4f}  {history[s][1]:.4f}")
@@ -328,14 +330,17 @@ assert history[-1][0] < 0.2 * history[0][0]
 #
 # For each level we show $\max_a \sigma(x_{a,y,x})$, the most confident of the three anchors
 # at each location, stretched over the image (each cell covers stride x stride pixels; the
-# anchor centre is the cell's top-left corner, chapter 03). Top row: the untrained head
+# anchor centre is the cell's top-left corner, chapter 03). The table before the picture
+# lists each object's positive anchors by level and how confident the trained head is on
+# them. Top row: the untrained head
 # (0.5 everywhere). Bottom row: after 50 steps. White boxes: the ground truth; cyan dots: the
 # centres of the positive anchors of chapter 04 (IoU >= 0.7 or best match). The three
 # objects of 29-37 px light up on P3, whose 32 px anchors fit them; everything else has
-# learned to say "background". The 20 px square's positives lie on P2 (16 px anchors), and it
-# stays dim: P2 has 3072 anchors, nearly all negatives, and the square's few positive anchors
-# are a few voices among 256 per step. 50 steps on one image with a frozen random backbone
-# is a demonstration of the loss, not a trained RPN (chapter 10).
+# learned to say "background". The 20 px square's two positives lie on P2 (16 px anchors): on
+# the map they are a single small spot among 3072 anchors, nearly all negatives, though the
+# table shows the head surer of them than of some of the larger objects' positives. 50 steps
+# on one image with a frozen random backbone is a demonstration of the loss, not a trained
+# RPN (chapter 10).
 
 # %%
 def heat(o):
@@ -346,6 +351,25 @@ _, _, matched = build_rpn_targets(anchors, targets[0]["boxes"], np.random.defaul
 positive_centres = (anchors[matched >= 0, :2] + anchors[matched >= 0, 2:]) / 2   # [P, 2]
 level_of = np.repeat(np.arange(5), [3 * f.shape[2] * f.shape[3] for f in features])  # [A_all]
 positive_levels = level_of[matched >= 0]                                              # [P]
+score_after = 1 / (1 + np.exp(-flatten_predictions(after, after_deltas)[0][0, :, 0]))  # [A_all]
+sizes = targets[0]["boxes"][:, 2:] - targets[0]["boxes"][:, :2]                       # [G, 2]
+print("GT  size (w x h)  positives on P2..P6   best sigma of its positives after 50 steps")
+for g_i, (wg, hg) in enumerate(sizes):
+    print(f"{g_i:2d}  {wg:4.0f} x {hg:<4.0f}   {np.bincount(level_of[matched == g_i], minlength=5)}"
+          f"       {score_after[matched == g_i].max():.3f}")
+print("anchors on P2:", np.sum(level_of == 0), "of", len(level_of))
+square = int(np.argmin(sizes.max(axis=1)))                                           # the 20 px one
+others = [g_i for g_i in range(len(sizes)) if g_i != square]
+assert np.all(level_of[matched == square] == 0) and sizes[square].max() == 20      # P2 only
+assert all(np.all(level_of[matched == g_i] == 1) for g_i in others)                # P3 only
+assert 29 <= sizes[others].min() and sizes[others].max() <= 37
+assert np.sum(level_of == 0) == 3072
+rest = score_after[matched < 0]                                                       # [A_all - P]
+print(f"every other anchor: median sigma {np.median(rest):.3f}, 99th percentile "
+      f"{np.percentile(rest, 99):.3f}")
+best_pos = [score_after[matched == g_i].max() for g_i in range(len(sizes))]           # [G]
+assert min(best_pos) > 0.4 and np.median(rest) < 0.1
+assert best_pos[square] > min(best_pos[g_i] for g_i in others)
 
 
 fig, axes = plt.subplots(2, 6, figsize=(16, 5.8))
@@ -398,46 +422,62 @@ plt.show()
 #
 # ## Exercises
 #
-# The answers are filled in so that the notebook runs: cover each answer line, work it out,
-# then compare; the `assert`s check it.
+# Each exercise: the task, a collapsed solution (try first, then open it), and a cell that
+# checks your answer.
 
 # %% [markdown]
-# **1.** A 256 x 192 image on the tiny model (strides 4..64, 3 anchors per location). How many
-# anchors, and therefore how many objectness logits, are there?
+# **1.** A 256 x 192 image (height 256, width 192) on the tiny model (strides 4..64, 3 anchors
+# per location). How many anchors, and therefore how many objectness logits, are there? Into
+# `answer_1`.
+
+# %% jupyter={"source_hidden": true}
+# level with stride s: (256 / s) x (192 / s) locations, 3 anchors each
+answer_1 = 3 * sum((256 // s) * (192 // s) for s in (4, 8, 16, 32, 64))
 
 # %%
-answer_1 = 3 * sum((256 // s) * (192 // s) for s in (4, 8, 16, 32, 64))
 gen_sizes = [(256 // s, 192 // s) for s in (4, 8, 16, 32, 64)]
-assert model.anchor_generator((256, 192), gen_sizes).shape[0] == answer_1
+assert answer_1 == model.anchor_generator((256, 192), gen_sizes).shape[0]
 print(answer_1)
 
 # %% [markdown]
 # **2.** Four anchors are sampled (|S| = 4). The first is a negative with logit $x = 2$.
-# What is $\partial L_{\text{obj}} / \partial x$ for it?
+# What is $\partial L_{\text{obj}} / \partial x$ for it? Into `answer_2`.
+
+# %% jupyter={"source_hidden": true}
+answer_2 = (1 / (1 + np.exp(-2.0)) - 0) / 4           # (sigma(x) - y) / |S|
 
 # %%
-answer_2 = (1 / (1 + np.exp(-2.0)) - 0) / 4
+# five anchors: the first is a negative with logit 2, four are sampled, the last is not
 _, _, c = rpn_loss_forward(np.array([[[2.0], [0.0], [1.0], [-1.0], [5.0]]]), np.zeros((1, 5, 4)),
                            np.array([[0, 1, 0, 1, -1]]), np.zeros((1, 5, 4)))
 g, _ = rpn_loss_backward(1.0, 1.0, c)
-assert np.isclose(g[0, 0, 0], answer_2) and g[0, 4, 0] == 0   # the unsampled anchor gets 0
+assert np.isclose(answer_2, g[0, 0, 0]) and g[0, 4, 0] == 0   # the unsampled anchor gets 0
 print(answer_2)
 
 # %% [markdown]
 # **3.** A positive anchor's predicted $d_x$ is 0.05 and its target is 0.5 (all other
-# coordinates exact). What does it add to $\sum$ smooth L1, and what is the derivative (before
-# dividing by $|S|$)? Is the anchor in the quadratic zone?
+# coordinates exact). What does it add to $\sum$ smooth L1 (β = 1/9), and what is the
+# derivative with respect to the prediction (before dividing by $|S|$)? A pair
+# `(loss, derivative)` into `answer_3`. Is the anchor in the quadratic zone?
+
+# %% jupyter={"source_hidden": true}
+# d = 0.05 - 0.5 = -0.45, |d| > 1/9: the linear zone, |d| - beta / 2 and slope sign(d) = -1
+answer_3 = (0.45 - 0.5 / 9, -1.0)
 
 # %%
-answer_3 = (0.45 - 0.5 / 9, -1.0)         # |d| = 0.45 > 1/9: linear zone, slope sign(d) = -1
 loss3, c3 = smooth_l1_forward(np.array([0.05]), np.array([0.5]), beta=1 / 9, reduction="sum")
-assert np.isclose(loss3, answer_3[0]) and np.isclose(smooth_l1_backward(1.0, c3)[0], answer_3[1])
+assert np.isclose(answer_3[0], loss3) and np.isclose(answer_3[1], smooth_l1_backward(1.0, c3)[0])
+print(answer_3)
 
 # %% [markdown]
 # **4.** A softmax head outputs $(z_0, z_1) = (1.0, 3.5)$ for an anchor. Which single logit
 # would the sigmoid head need to give the same probability, and what is that probability?
+# A pair `(logit, probability)` into `answer_4`.
+
+# %% jupyter={"source_hidden": true}
+answer_4 = (3.5 - 1.0, 1 / (1 + np.exp(-2.5)))        # z1 - z0, and its sigmoid
 
 # %%
-answer_4 = (2.5, 1 / (1 + np.exp(-2.5)))
-assert np.isclose(objectness_logit(np.array([[[1.0, 3.5]]]))[0, 0], answer_4[0])
-assert np.isclose(np.exp(3.5) / (np.exp(1.0) + np.exp(3.5)), answer_4[1])
+assert np.isclose(answer_4[0], objectness_logit(np.array([[[1.0, 3.5]]]))[0, 0])
+assert np.isclose(answer_4[1], np.exp(3.5) / (np.exp(1.0) + np.exp(3.5)))   # the softmax's P(object)
+print(f"logit {answer_4[0]:.2f}, probability {answer_4[1]:.4f}")
