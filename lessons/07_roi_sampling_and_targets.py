@@ -93,6 +93,7 @@ random_boxes = np.concatenate([xy - wh / 2, xy + wh / 2], 1)    # [300, 4]
 proposals = clip_boxes_to_image(np.concatenate(jitter + [random_boxes]), (128, 128))
 proposals = proposals.astype(np.float32)                        # [P, 4], P = 4*40 + 300 = 460
 print("proposals:", proposals.shape)
+assert proposals.shape == (4 * 40 + 300, 4) == (460, 4)
 
 # %% [markdown]
 # ## 2. Matching and sampling: `select_training_samples`
@@ -114,6 +115,7 @@ n_pos_all = int(np.sum(matches >= 0))
 print(f"positives (IoU >= 0.5): {n_pos_all}   background (IoU < 0.5): {np.sum(matches == -1)}")
 print("positives per GT:", np.bincount(matches[matches >= 0], minlength=len(gt_boxes)))
 assert np.all(matches[-4:] == np.arange(4))                      # each GT box matches itself
+assert n_pos_all > 64 * 0.25                                     # more positives than the 16 allowed
 
 # %% [markdown]
 # The tiny preset samples 64 RoIs per image (torchvision samples 512 for COCO's crowded
@@ -178,6 +180,9 @@ iou_young = box_iou(gt_boxes, young)                            # [G, P_young]
 print("untrained RPN proposals:", young.shape)
 print("proposals with IoU >= 0.5, per GT:", (iou_young >= 0.5).sum(1))
 print("best IoU per GT:                 ", iou_young.max(1))
+young_hits = (iou_young >= 0.5).sum(1)                          # [G]
+assert names[gt_labels[3]] == "triangle" and young_hits[3] == 0
+assert np.all((1 <= young_hits[:3]) & (young_hits[:3] <= 3))
 
 # %% [markdown]
 # The random RPN's proposals are essentially its anchors (its deltas are near 0) ranked by
@@ -199,8 +204,9 @@ print("best IoU per GT:                 ", iou_young.max(1))
 # for a RoI with centre $(x_p, y_p)$ and size $w_p \times h_p$, matched to a GT box
 # $(x, y, w, h)$. The weights only rescale the targets (and the predictions, which are
 # divided by the same weights when decoding). Why bother? Positive RoIs already overlap their
-# GT by IoU >= 0.5, so their raw deltas are small (about ±0.1); multiplying by 10 and 5 brings
-# them to roughly unit scale, which suits smooth L1 (beta = 1/9) and the learning rate. The
+# GT by IoU >= 0.5, so their raw deltas are small (standard deviations of 0.08 to 0.22 with our
+# stand-in proposals, printed below); multiplying by 10 and 5 brings them to roughly unit
+# scale, which suits smooth L1 (beta = 1/9) and the learning rate. The
 # values are the inverses of the standard deviations (0.1, 0.1, 0.2, 0.2) that the original
 # Faster R-CNN code divided its targets by; Detectron and torchvision kept them as weights.
 # Take the first positive RoI:
@@ -228,7 +234,11 @@ assert np.allclose(box_targets[r], by_hand, rtol=1e-4, atol=1e-4)
 decoded = BoxCoder((10.0, 10.0, 5.0, 5.0)).decode(box_targets[r][None], rois[r][None])[0, 0]
 print(decoded, "vs GT", gt_boxes[matched[r]])
 assert np.allclose(decoded, gt_boxes[matched[r]], atol=1e-3)
-print("standard deviation of the positive targets (our stand-in proposals):", box_targets[pos].std(0))
+weights = np.array([10.0, 10.0, 5.0, 5.0])
+raw_std, scaled_std = (box_targets[pos] / weights).std(0), box_targets[pos].std(0)   # [4], [4]
+print("standard deviation of the positive targets (our stand-in proposals):")
+print("  raw deltas      ", raw_std, "\n  times the weights", scaled_std)
+assert 0.07 < raw_std.min() and raw_std.max() < 0.23 and 0.5 < scaled_std.min() and scaled_std.max() < 1.5
 
 # %% [markdown]
 # The background RoIs get targets too (computed against GT 0, a placeholder), but the box
@@ -259,8 +269,9 @@ assert mask_targets.shape == (pos.sum(), 28, 28) and soft.any()
 # Four positive RoIs, one per object. Top: the GT mask over the image, its GT box (white)
 # and the RoI (green). Middle: the 28 x 28 target. Bottom: a zoom on a 10 x 10 corner of the
 # target where the edge passes, with the values of its soft bins (0.05 to 0.95): the soft band
-# is one to two bins wide. The circle's RoI 0 reaches below the object, so the bottom of its
-# target is background; the square's target shows where the circle covers it.
+# is one to two bins wide. The first circle's RoI reaches below the object (asserted under the
+# picture), so the bottom of its target is background; the square's target shows where the
+# circle covers it.
 
 # %%
 picks = [int(np.flatnonzero(pos_matched == g)[0]) for g in range(len(gt_boxes))]
@@ -293,6 +304,10 @@ for col, k in enumerate(picks):
         ax.set_yticks([])
 plt.tight_layout()
 plt.show()
+k0 = picks[0]
+print(f"GT 0 ({names[gt_labels[0]]}) box {gt_boxes[0]}, its RoI {k0}: {pos_rois[k0]}")
+assert pos_matched[k0] == 0 and pos_rois[k0, 3] > gt_boxes[0, 3]   # the RoI reaches below it
+assert np.all(mask_targets[k0, -1] == 0)                            # its bottom row: background
 
 # %% [markdown]
 # An appended GT box is a RoI too. Its target is the whole object filling the 28 x 28 square;
@@ -336,43 +351,59 @@ assert len(r0[0]) == 128 and np.all(l0[0] == 0) and empty_targets.shape == (0, 2
 #
 # ## Exercises
 #
-# The answers are filled in so that the notebook runs: cover each answer line, work it out,
-# then compare; the `assert`s check it.
+# Each exercise: the task, a collapsed solution (try first, then open it), and a cell that
+# checks your answer.
 
 # %% [markdown]
 # **1.** An image has 10 positive and 1000 background candidates. With 128 RoIs per image
-# and 25% positive, how many of each are sampled?
+# and 25% positive, how many of each are sampled? A pair `(positives, background)` into
+# `answer_1`.
+
+# %% jupyter={"source_hidden": true}
+# at most 128 * 0.25 = 32 positives, but only 10 exist: all 10; background fills the rest
+answer_1 = (10, 128 - 10)
 
 # %%
-answer_1 = (10, 118)
 (p1,), (n1,) = BalancedPositiveNegativeSampler(128, 0.25)([np.array([1] * 10 + [0] * 1000)],
                                                           np.random.default_rng(0))
-assert (p1.sum(), n1.sum()) == answer_1
+assert tuple(answer_1) == (p1.sum(), n1.sum())
+print(answer_1)
 
 # %% [markdown]
-# **2.** A RoI `(10, 10, 30, 50)` is matched to the GT box `(12, 14, 36, 50)`. Its box target
-# with weights (10, 10, 5, 5)?
+# **2.** A RoI `(10, 10, 30, 50)` is matched to the GT box `(12, 14, 36, 50)`. What is its box
+# target `(t_x, t_y, t_w, t_h)` with weights (10, 10, 5, 5)? Into `answer_2`.
 
-# %%
+# %% jupyter={"source_hidden": true}
 # RoI: centre (20, 30), size 20 x 40.  GT: centre (24, 32), size 24 x 36.
 answer_2 = [10 * 4 / 20, 10 * 2 / 40, 5 * np.log(24 / 20), 5 * np.log(36 / 40)]  # 2, 0.5, 0.912, -0.527
-got = BoxCoder((10.0, 10.0, 5.0, 5.0)).encode(np.array([[12, 14, 36, 50.0]]),
-                                              np.array([[10, 10, 30, 50.0]]))[0]
-assert np.allclose(got, answer_2)
+
+# %%
+coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
+assert np.allclose(answer_2, coder.encode(np.array([[12, 14, 36, 50.0]]), np.array([[10, 10, 30, 50.0]]))[0])
+# decoding the answer from the RoI must give the GT box back
+assert np.allclose(coder.decode(np.array([answer_2]), np.array([[10, 10, 30, 50.0]]))[0, 0],
+                   [12, 14, 36, 50])
+print(np.round(answer_2, 4))
 
 # %% [markdown]
 # **3.** GT box `(0, 0, 10, 10)`, proposal `(0, 0, 10, 20)`. What is their IoU, and is the
-# proposal a positive?
+# proposal a positive? A pair `(iou, is_positive)` into `answer_3`.
+
+# %% jupyter={"source_hidden": true}
+# intersection 10 x 10 = 100, union 100 + 200 - 100 = 200: IoU 0.5, and 0.5 >= 0.5 is positive
+answer_3 = (100 / 200, True)
 
 # %%
-answer_3 = (100 / 200, True)              # intersection 100, union 100 + 200 - 100; >= 0.5
 q = box_iou(np.array([[0, 0, 10, 10.0]]), np.array([[0, 0, 10, 20.0]]))
-assert np.isclose(q[0, 0], answer_3[0]) and (Matcher(0.5, 0.5)(q)[0] >= 0) == answer_3[1]
+assert np.isclose(answer_3[0], q[0, 0]) and answer_3[1] == (Matcher(0.5, 0.5)(q)[0] >= 0)
+print(answer_3)
 
 # %% [markdown]
-# **4.** A GT mask fills the square `[0, 32) x [0, 32)` of a 64 x 64 image. What is the mask
-# target of the RoI `(8, 8, 24, 24)`? And of the RoI `(16, 16, 48, 48)`: which bins are 1,
-# which are 0, and what is the value of bin 13 (the one the edge crosses)?
+# **4.** A GT mask fills the square `[0, 32) x [0, 32)` of a 64 x 64 image (`square` below).
+# What is the 28 x 28 mask target of the RoI `(8, 8, 24, 24)`? Into `answer_4a`, as a
+# `[28, 28]` array. And for the RoI `(16, 16, 48, 48)`: bins 0..12 of each row are 1, bins
+# 14.. are 0; what is the value of bin 13, the one the edge crosses (in rows 0..12)? Into
+# `answer_4b`.
 #
 # Hints: with `aligned=False` pixel `i`'s value sits at coordinate `i`, so along x the mask is
 # 1 up to x = 31, 0 from x = 32, and linear in between. A bin is 32/28 = 8/7 px wide and, since
@@ -381,15 +412,19 @@ assert np.isclose(q[0, 0], answer_3[0]) and (Matcher(0.5, 0.5)(q)[0] >= 0) == an
 # %%
 square = np.zeros((1, 64, 64), np.uint8)
 square[0, :32, :32] = 1
-t_in, t_half = project_masks_on_boxes(square, np.array([[8, 8, 24, 24], [16, 16, 48, 48]], np.float32),
-                                      np.array([0, 0]), 28)
+
+# %% jupyter={"source_hidden": true}
 answer_4a = np.ones((28, 28))             # the RoI lies inside the object: all ones
 # bin 13 samples x = 16 + (13.25)(8/7) = 31.143 and 16 + (13.75)(8/7) = 31.714, where the mask
-# is 1 - 0.143 = 0.857 and 1 - 0.714 = 0.286: mean 0.571. Bins 0..12 are 1, bins 14.. are 0.
+# is 1 - 0.143 = 0.857 and 1 - 0.714 = 0.286: their mean
 answer_4b = (0.857 + 0.286) / 2
-assert np.allclose(t_in, answer_4a, atol=1e-6)
-assert np.allclose(t_half[:13, :13], 1, atol=1e-6)
+
+# %%
+t_in, t_half = project_masks_on_boxes(square, np.array([[8, 8, 24, 24], [16, 16, 48, 48]], np.float32),
+                                      np.array([0, 0]), 28)
+assert np.allclose(answer_4a, t_in, atol=1e-6)
+assert np.allclose(t_half[:13, :13], 1, atol=1e-6)             # the statement's structure
 assert np.all(t_half[14:] == 0) and np.all(t_half[:, 14:] == 0)
-assert np.allclose(t_half[:13, 13], answer_4b, atol=1e-3)
+assert np.allclose(answer_4b, t_half[:13, 13], atol=1e-3)
 assert np.isclose(t_half[13, 13], answer_4b ** 2, atol=1e-3)   # the corner: soft in x and y
 print(np.round(t_half[11:15, 11:15], 3))
