@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 BASE_STAMP := $(VENV)/.installed-base
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test notebooks lessons-check bench clean venv
+.PHONY: demo test notebooks lessons-check bench clean venv lab lab-oracle
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,15 @@ test: $(TEST_STAMP)
 # Rebuild notebooks/ from lessons/ and execute them, keeping outputs.
 notebooks: $(TEST_STAMP)
 	$(PY) tools/notebooks.py build
+
+# Open the chapters: JupyterLab in notebooks/ from .venv (the run-time stack; every chapter but
+# 13 runs on it). `make lab-oracle` also installs torch/torchvision first, for chapter 13.
+# JupyterLab prints the address to open; LAB_ARGS passes options (LAB_ARGS=--no-browser).
+lab: $(BASE_STAMP)
+	cd notebooks && ../$(PY) -m jupyter lab $(LAB_ARGS)
+
+lab-oracle: $(TEST_STAMP)
+	cd notebooks && ../$(PY) -m jupyter lab $(LAB_ARGS)
 
 bench: $(TEST_STAMP)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

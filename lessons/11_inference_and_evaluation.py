@@ -48,7 +48,8 @@ import numpy as np
 from mrcnn_np.config import tiny
 from mrcnn_np.data.shapes import make_shapes_dataset, make_shapes_image
 from mrcnn_np.eval.ap import RECALL_POINTS, coco_average_precision, interpolated_precision
-from mrcnn_np.eval.coco_eval import coco_evaluate, format_table, predictions_to_coco_results
+from mrcnn_np.eval.coco_eval import (coco_evaluate, format_table, object_recall,
+                                     predictions_to_coco_results)
 from mrcnn_np.model import MaskRCNN
 from mrcnn_np.ops.anchors import AnchorGenerator
 from mrcnn_np.ops.box_coder import BoxCoder
@@ -322,31 +323,71 @@ print(f"predicted {len(val)} images in {time.perf_counter() - t0:.1f} s")
 p0 = predictions[0]
 print({k: (v.shape, v.dtype.name) for k, v in p0.items()})
 
-fig, axes = plt.subplots(2, 8, figsize=(14, 4.2))
+fig, axes = plt.subplots(4, 4, figsize=(12, 12.6))
 for j in range(8):
     s = val.get(j)
-    axes[0, j].imshow(draw_instances(s["image"], s["boxes"], s["labels"], masks=s["masks"],
-                                     class_names=names))
     p = predictions[j]
-    axes[1, j].imshow(draw_instances(s["image"], p["boxes"], p["labels"], p["scores"], p["masks"],
-                                     class_names=names, score_threshold=0.5))
-    axes[0, j].set_title(f"image {s['image_id']}", fontsize=9)
-    axes[1, j].set_title(f"{int((p['scores'] >= 0.5).sum())} of {len(p['scores'])} shown",
-                         fontsize=9)
+    top, col = 2 * (j // 4), j % 4  # ground truth above, the prediction below it
+    # drawn at 2x (256 px), so that the captions are readable; one caption per object: where
+    # detections of any class overlap by IoU > 0.5 only the top-scoring one is drawn
+    axes[top, col].imshow(draw_instances(s["image"], s["boxes"], s["labels"], masks=s["masks"],
+                                         class_names=names, scale=2))
+    axes[top + 1, col].imshow(draw_instances(s["image"], p["boxes"], p["labels"], p["scores"],
+                                             p["masks"], class_names=names, score_threshold=0.5,
+                                             scale=2))
+    axes[top, col].set_title(f"image {s['image_id']}: ground truth", fontsize=10)
+    axes[top + 1, col].set_title(f"predicted: {int((p['scores'] >= 0.5).sum())} of "
+                                 f"{len(p['scores'])} with score >= 0.5", fontsize=10)
 for ax in axes.ravel():
     ax.axis("off")
-axes[0, 0].text(-10, 64, "ground truth", rotation=90, va="center", ha="right")
-axes[1, 0].text(-10, 64, "predicted", rotation=90, va="center", ha="right")
 plt.tight_layout()
 plt.show()
 
 # %% [markdown]
 # What to look for: most shapes are found with the right class and a mask that follows the
-# outline; the misses are mostly the smallest shapes and shapes hidden behind others, and a
-# few duplicates or confusions between classes survive. Below the 0.5 cut-off there are many
-# more detections (the captions count them); they do not appear in the pictures, but they all
-# count in AP.
+# outline. Where a second detection survives on an object (of the same class with a box that
+# overlaps the first by less than 0.5, or of another class) it is drawn too, with its own
+# caption: those are real errors of the model, and AP counts them. Below the 0.5 cut-off
+# there are many more detections (the captions count them); they do not appear in the
+# pictures, but they all count in AP.
 #
+# **What the model confuses, on all 50 images.** For each ground-truth object, its best
+# detection is the highest-scoring one of any class whose box overlaps it by IoU >= 0.5
+# (`object_recall`, chapter 10's count of objects read right). A row is the true class; a
+# column is the class of that best detection with score >= 0.5, or "(none)" when no detection
+# reaches 0.5 over it. Below the matrix: the confident detections that are no object's best
+# (duplicates), and those on no object at all.
+
+# %%
+rec = object_recall(val.coco, predictions_to_coco_results(predictions, image_ids,
+                                                           val.label_to_cat_id))
+classes = names[1:]
+cols = classes + ["(none)"]
+matrix = np.array([[rec["confusion"].get(f"{t} -> {p}", 0) for p in cols] for t in classes])
+fig, ax = plt.subplots(figsize=(6, 4.2))
+ax.imshow(matrix, cmap="Blues")
+for (r, c), n in np.ndenumerate(matrix):
+    ax.text(c, r, str(n), ha="center", va="center", fontsize=12,
+            color="white" if n > matrix.max() / 2 else "black")
+ax.set_xticks(range(len(cols)), cols)
+ax.set_yticks(range(len(classes)), classes)
+ax.set_xlabel("class of the best detection (score >= 0.5)")
+ax.set_ylabel("true class")
+ax.set_title(f"{rec['found']} of {rec['objects']} objects read right "
+             f"({rec['wrong_class']} wrong class, {rec['missed']} missed)", fontsize=10)
+plt.tight_layout()
+plt.show()
+print(f"objects {rec['objects']}: right {rec['found']}, wrong class {rec['wrong_class']}, "
+      f"missed {rec['missed']}; duplicates (confident, no object's best) {rec['duplicates']}; "
+      f"confident detections on no object: {rec['on_nothing'] or 'none'}")
+assert matrix.sum() == rec["objects"] and np.trace(matrix) == rec["found"]
+assert rec["found"] == demo_run["object_recall"]["found"]  # the count chapter 10 shows
+worst = max(((t, p) for t in classes for p in classes if t != p),
+            key=lambda tp: rec["confusion"].get(f"{tp[0]} -> {tp[1]}", 0))
+print(f"the most frequent confusion: {worst[0]} read as {worst[1]} "
+      f"({rec['confusion'].get(f'{worst[0]} -> {worst[1]}', 0)} times)")
+
+# %% [markdown]
 # ## 4. Average precision
 #
 # ### 4.1 The idea, on a list worked by hand
@@ -637,11 +678,13 @@ plt.show()
 # ## Exercises
 #
 # **1.** One class, 2 ground-truth objects, 3 detections in score order: FP, TP, TP. What is
-# the 101-point AP?
+# the 101-point AP? Put it in `answer_1`.
 
-# %%
+# %% jupyter={"source_hidden": true}
 # recall 0, 1/2, 1; precision 0, 1/2, 2/3; envelope 2/3, 2/3, 2/3: every level reads 2/3.
 answer_1 = 2 / 3
+
+# %%
 p1 = interpolated_precision(np.array([0.9, 0.8, 0.7]), np.array([False, True, True]),
                             np.zeros(3, bool), num_gt=2)
 assert np.isclose(p1.mean(), answer_1)
@@ -649,12 +692,15 @@ print(answer_1)
 
 # %% [markdown]
 # **2.** A detection box (10, 10, 38, 38) with a 28 x 28 mask. What box does pasting grow it
-# to, and how many pixels wide is the pasted (padded) mask?
+# to, and how many pixels wide is the pasted (padded) mask? Put both in `answer_2`
+# (the box as an array, then the width).
 
-# %%
+# %% jupyter={"source_hidden": true}
 # width 28, scale 30/28: half-width 14 * 30/28 = 15 about the centre 24 -> (9, 9, 39, 39);
 # integer columns 9..39 inclusive: 31 pixels.
 answer_2 = (np.array([9.0, 9.0, 39.0, 39.0]), 31)
+
+# %%
 g2 = expand_boxes(np.array([[10.0, 10.0, 38.0, 38.0]]), 30 / 28)[0]
 assert np.allclose(g2, answer_2[0])
 assert int(np.trunc(g2[2]) - np.trunc(g2[0]) + 1) == answer_2[1]
@@ -662,11 +708,15 @@ assert int(np.trunc(g2[2]) - np.trunc(g2[0]) + 1) == answer_2[1]
 # %% [markdown]
 # **3.** An 8 x 8 object centred exactly on a 16 x 16 anchor (aspect ratio 1). What is their
 # IoU, and by the RPN's two thresholds alone (before chapter 04's best-match rule) is the
-# anchor a positive (>= 0.7), a negative (< 0.3) or neither?
+# anchor a positive (>= 0.7), a negative (< 0.3) or neither? Put the IoU and the word in
+# `answer_3`.
+
+# %% jupyter={"source_hidden": true}
+answer_3 = (64 / 256, "negative")  # the object is a quarter of the anchor, inside it
 
 # %%
-answer_3 = (64 / 256, "negative")
 iou3 = box_iou(np.array([[4.0, 4.0, 12.0, 12.0]]), np.array([[0.0, 0.0, 16.0, 16.0]]))[0, 0]
-assert np.isclose(iou3, answer_3[0]) and iou3 < 0.3
+assert np.isclose(iou3, answer_3[0])
+assert answer_3[1] == ("positive" if iou3 >= 0.7 else "negative" if iou3 < 0.3 else "neither")
 print(answer_3, f"| chapter ran in {time.perf_counter() - t_chapter:.0f} s")
 shutil.rmtree(work)  # the validation images written above

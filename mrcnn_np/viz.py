@@ -87,7 +87,9 @@ def draw_instances(image, boxes, labels, scores=None, masks=None, class_names=No
 
     Returns [scale*H, scale*W, 3] uint8: masks blended with opacity MASK_ALPHA in the label's
     colour, a box outline in that colour, and a "name score" caption above the box, moved
-    inside the picture where it would stick out.
+    inside the picture where it would stick out, and moved down below any caption already
+    drawn that it would cover (two detections with nearly the same corner get two readable
+    captions, not one on top of the other).
     """
     scale = int(scale)
     canvas = to_uint8_hwc(image).astype(np.float64)                      # [H, W, 3]
@@ -107,6 +109,7 @@ def draw_instances(image, boxes, labels, scores=None, masks=None, class_names=No
     out = Image.fromarray(np.round(canvas).astype(np.uint8))
     draw = ImageDraw.Draw(out)
     font = ImageFont.load_default()
+    placed = []  # (l, t, r, b) of the captions drawn so far
     for d in np.flatnonzero(keep):
         colour = label_colour(labels[d])
         x1, y1, x2, y2 = boxes[d]
@@ -118,6 +121,14 @@ def draw_instances(image, boxes, labels, scores=None, masks=None, class_names=No
         tx = min(max(1.0, x1), W - tw - 1)                               # inside, left to right
         ty = y1 - th - 3 if y1 - th - 3 >= 1 else min(y1 + 2, H - th - 2)  # above, else inside
         l, t, r, b = draw.textbbox((tx, ty), text, font=font)
+        for _ in range(len(placed)):  # below every caption it would cover, while it fits
+            covered = [p for p in placed if l - 1 < p[2] and p[0] < r + 1 and t - 1 < p[3]
+                       and p[1] < b + 1]
+            if not covered or max(p[3] for p in covered) + th + 3 > H:
+                break
+            ty += max(p[3] for p in covered) + 2 - (t - 1)
+            l, t, r, b = draw.textbbox((tx, ty), text, font=font)
+        placed.append((l - 1, t - 1, r, b))
         draw.rectangle([l - 1, t - 1, r, b], fill=colour)
         draw.text((tx, ty), text, fill=(255, 255, 255), font=font)
     return np.asarray(out).copy()                                        # [sH, sW, 3]

@@ -342,6 +342,16 @@ def test_object_recall_hand_worked():
     assert r["recall"] == 1 / 3
     assert r["confusion"] == {"circle -> circle": 1, "square -> circle": 1,
                               "triangle -> (none)": 1}
+    # the square 0.6 lies on the square but is not its best detection (the circle 0.8 is): a
+    # duplicate; the square 0.99 at (80, 0) overlaps no object
+    assert r["duplicates"] == 1 and r["on_nothing"] == {"square": 1}
+    # an image without objects: its confident detections are on nothing too
+    gt.dataset["images"].append({"id": 8, "width": 100, "height": 100})
+    gt.createIndex()
+    more = results + [{"image_id": 8, "category_id": 3, "bbox": [5, 5, 9, 9], "score": 0.7},
+                      {"image_id": 8, "category_id": 3, "bbox": [5, 5, 9, 9], "score": 0.2}]
+    r = object_recall(gt, more)
+    assert r["on_nothing"] == {"square": 1, "triangle": 1} and r["objects"] == 3
     # a lower score bar finds the triangle; a stricter IoU loses the circle (10/11 < 0.95)
     assert object_recall(gt, results, score_threshold=0.25)["found"] == 2
     assert object_recall(gt, results, iou_threshold=0.95)["confusion"]["circle -> (none)"] == 1

@@ -94,3 +94,20 @@ def test_one_label_per_object_and_captions_inside():
                          class_names=["bg", "cat"])
     cols = np.flatnonzero((out == colour).all(-1).any(0))
     assert cols.min() < 60 and cols.max() <= 79
+
+
+def test_captions_of_nearby_detections_do_not_cover_each_other():
+    # two narrow detections whose boxes share a corner (IoU 0.2: two objects for
+    # one_per_object), different classes: the second caption goes below the first, and both
+    # stay readable. The captions are wider than the boxes: right of x = 30 is caption only
+    image = np.zeros((80, 80, 3), np.uint8)
+    boxes = np.array([[20, 30, 30, 70], [20, 30, 28, 40]], np.float64)
+    out = draw_instances(image, boxes, np.array([1, 2]), np.array([0.9, 0.8]),
+                         class_names=["bg", "cat", "dog"])
+    rows = []
+    for label in (1, 2):  # the caption's rows
+        hit = (out[:, 31:] == np.array(label_colour(label), np.uint8)).all(-1).any(1)
+        assert hit.any()
+        rows.append(np.flatnonzero(hit))
+    assert rows[0].max() < rows[1].min()  # the second caption lies wholly below the first
+

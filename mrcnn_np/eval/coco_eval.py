@@ -201,27 +201,38 @@ def object_recall(coco_gt, results, iou_threshold=0.5, score_threshold=0.5):
 
     Returns {"objects": G, "found": n, "recall": n / G, "wrong_class": objects whose best
     detection scored high enough but named another class, "missed": objects with no
-    detection scoring >= score_threshold over them, "confusion": {"true -> predicted": count}}.
+    detection scoring >= score_threshold over them, "confusion": {"true -> predicted": count},
+    "duplicates": detections scoring >= score_threshold that overlap an object but are no
+    object's best detection, "on_nothing": {predicted class: count} of detections scoring >=
+    score_threshold that overlap no object (images without objects included)}.
     """
     coco_gt = _as_coco(coco_gt)
     names = {c["id"]: c["name"] for c in coco_gt.dataset["categories"]}
     by_image = {}
     for r in results:
         by_image.setdefault(r["image_id"], []).append(r)
-    found = wrong = missed = total = 0
-    confusion = {}
+    found = wrong = missed = total = duplicates = 0
+    confusion, on_nothing = {}, {}
     for img_id in coco_gt.getImgIds():
         gts = [a for a in coco_gt.imgToAnns.get(img_id, []) if not a.get("iscrowd", 0)]
         dts = by_image.get(img_id, [])
-        if not gts:
-            continue
         g = np.array([a["bbox"] for a in gts], np.float64).reshape(-1, 4)  # [G, 4] xywh
         d = np.array([r["bbox"] for r in dts], np.float64).reshape(-1, 4)  # [D, 4] xywh
-        iou = mask_utils.iou(d.tolist(), g.tolist(), [0] * len(gts)) if len(dts) else None  # [D, G]
+        iou = np.asarray(mask_utils.iou(d.tolist(), g.tolist(), [0] * len(gts)), np.float64
+                         ).reshape(len(dts), len(gts)) if len(dts) and len(gts) else \
+            np.zeros((len(dts), len(gts)))  # [D, G]
+        high = np.array([r["score"] >= score_threshold for r in dts], bool)  # [D]
+        on_object = (iou >= iou_threshold).any(1) if len(gts) else np.zeros(len(dts), bool)
+        for i in np.flatnonzero(high & ~on_object):
+            name = names[dts[i]["category_id"]]
+            on_nothing[name] = on_nothing.get(name, 0) + 1
+        bests = set()
         for j, a in enumerate(gts):
             total += 1
-            over = np.flatnonzero(iou[:, j] >= iou_threshold) if iou is not None else []
+            over = np.flatnonzero(iou[:, j] >= iou_threshold)
             best = max(over, key=lambda i: dts[i]["score"]) if len(over) else None
+            if best is not None:
+                bests.add(int(best))
             if best is None or dts[best]["score"] < score_threshold:
                 missed += 1
                 key = f"{names[a['category_id']]} -> (none)"
@@ -232,8 +243,10 @@ def object_recall(coco_gt, results, iou_threshold=0.5, score_threshold=0.5):
                 wrong += 1
                 key = f"{names[a['category_id']]} -> {names[dts[best]['category_id']]}"
             confusion[key] = confusion.get(key, 0) + 1
+        duplicates += int(sum(1 for i in np.flatnonzero(high & on_object) if i not in bests))
     return dict(objects=total, found=found, recall=found / total if total else float("nan"),
-                wrong_class=wrong, missed=missed, confusion=dict(sorted(confusion.items())))
+                wrong_class=wrong, missed=missed, confusion=dict(sorted(confusion.items())),
+                duplicates=duplicates, on_nothing=dict(sorted(on_nothing.items())))
 
 
 def check_results(results, coco_gt, source="results"):
