@@ -206,18 +206,18 @@ class DataParallel:
         anchors = replies[0][1]
         samples = model.sample_targets(anchors, proposals, targets, rng)  # forward_train's draws
         total = _counts(samples, range(len(batch)))
+        shares = []  # per worker: loss k -> its share of the batch's normalizer of loss k
         for conn, part in zip(self._conns, parts):
             own = _counts(samples, part)
-            weights = {k: (own[k] / total[k] if total[k] else 0.0) for k in LOSS_NAMES}
-            conn.send(("losses", _subset(samples, part), image_sizes, weights))
-        worker_losses = [(_recv(conn), part) for conn, part in zip(self._conns, parts)]
+            shares.append({k: (own[k] / total[k] if total[k] else 0.0) for k in LOSS_NAMES})
+            conn.send(("losses", _subset(samples, part), image_sizes, shares[-1]))
         # the batch's loss k = sum over workers of (share of the normalizer) x (worker's loss k)
         losses = {k: 0.0 for k in LOSS_NAMES}
-        for part_losses, part in worker_losses:
-            own = _counts(samples, part)
+        for conn, share in zip(self._conns, shares):
+            part_losses = _recv(conn)
             for k in LOSS_NAMES:
-                if total[k]:
-                    losses[k] += own[k] / total[k] * part_losses[k]
+                if share[k]:  # a worker without any of loss k's samples adds nothing to it
+                    losses[k] += share[k] * part_losses[k]
         grads = self._flat[1:1 + len(parts)].sum(axis=0)  # [total]
         off = 0
         for g in self._master_grads:

@@ -1,4 +1,6 @@
-"""Ship an ablation grid's results to chapter 14: ``python tools/ablation_assets.py runs/ablate``.
+"""Ship an ablation grid's results to chapter 14: ``python tools/ablation_assets.py runs/ablate``
+(``--grid align-vs-pool --iters 1200 --out notebooks/assets/ablation_align_vs_pool.json`` for
+the second grid).
 
 Reads every finished run of the grid folder (a run is finished when its final evaluation,
 ``<variant>/seed<k>/eval_iter<N>.json``, is there), keeps the seeds that every variant has
@@ -24,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mrcnn_np.ablate import (DATA_SETTINGS, DEFAULT_ITERS, TRAIN_SETTINGS, baselines,  # noqa: E402
-                             grid_variants, summarize)
+                             finished_record, grid_variants, summarize)
 
 ASSET = ROOT / "notebooks" / "assets" / "ablation_table2.json"
 
@@ -35,16 +37,10 @@ def finished_runs(out_dir, variants, seeds, iters):
     for name, _ in variants:
         for seed in range(seeds):
             run_dir = out_dir / name / f"seed{seed}"
-            final = run_dir / f"eval_iter{iters}.json"
-            if not final.is_file():
-                continue
-            stats = json.loads(final.read_text())
-            times = [json.loads(line)["time"] for line in
-                     (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
-            runs[name, seed] = dict(variant=name, seed=seed, run_dir=str(run_dir),
-                                    status="trained", iterations=iters,
-                                    train_s=float(sum(times)),
-                                    eval={t: stats[t] for t in ("bbox", "segm")})
+            record = finished_record(run_dir, iters)
+            if record is not None:
+                runs[name, seed] = dict(variant=name, seed=seed, run_dir=str(run_dir),
+                                        **dict(record, status="trained"))
     return runs
 
 
@@ -56,6 +52,8 @@ def main():
     ap.add_argument("--iters", type=int, default=DEFAULT_ITERS)
     ap.add_argument("--command", default=None, help="the command that ran the grid")
     ap.add_argument("--commit", default=None, help="the commit it ran from")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="the workers the grid ran with, when not the grid's default")
     ap.add_argument("--out", default=str(ASSET))
     a = ap.parse_args()
     out_dir = Path(a.out_dir)
@@ -73,7 +71,8 @@ def main():
         command=a.command or f"python -m mrcnn_np ablate --grid {a.grid} --seeds {a.seeds} "
                              f"--iters {a.iters} --out {a.out_dir}",
         commit=commit, data=str(out_dir / "data"), data_settings=dict(DATA_SETTINGS),
-        train_settings=dict(TRAIN_SETTINGS), base_overrides={},
+        train_settings=dict(TRAIN_SETTINGS, **({} if a.workers is None else
+                                               dict(workers=a.workers))), base_overrides={},
         variants=[dict(name=n, overrides=o) for n, o in variants],
         baselines=baselines(variants), rule="|mean_v - mean_b| > std_v + std_b (ddof = 1)",
         runs=shipped, summary=summarize(shipped, [n for n, _ in variants]),
