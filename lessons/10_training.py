@@ -50,7 +50,7 @@ import numpy as np
 import mrcnn_np.train
 from mrcnn_np.checkpoint import atomic_path, load_npz, save_npz_atomic
 from mrcnn_np.config import tiny
-from mrcnn_np.data.shapes import make_shapes_dataset
+from mrcnn_np.data.shapes import EMPTY_FRACTION, make_shapes_dataset
 from mrcnn_np.demo import DEMO
 from mrcnn_np.model import LOSS_NAMES, MaskRCNN
 from mrcnn_np.nn.optim import SGD, warmup_multistep_lr
@@ -81,6 +81,9 @@ for name, p in paths.items():
 
 ds = load_split(work / "shapes", "train")  # a CocoDataset
 print(ds)
+n_empty = sum(len(ds.get(i)["labels"]) == 0 for i in range(len(ds)))
+print(f"images without objects: {n_empty} of {len(ds)} (EMPTY_FRACTION = {EMPTY_FRACTION})")
+assert EMPTY_FRACTION == 0.05 and n_empty == max(1, round(EMPTY_FRACTION * len(ds)))
 print("class names (index = label):", ds.class_names)
 print("one COCO annotation:", {k: v for k, v in ds.coco.anns[1].items() if k != "segmentation"})
 
@@ -181,7 +184,10 @@ def run(lr, warmup_iters, iters, clip=None, seed=0):
 
 t0 = time.perf_counter()
 model, records = run(BASE_LR, WARMUP, ITERS, clip=CLIP)
-print(f"{len(records)} iterations in {time.perf_counter() - t0:.1f} s")
+n_weights = sum(p.size for _, p, _ in model.named_parameters())
+print(f"{len(records)} iterations in {time.perf_counter() - t0:.1f} s; "
+      f"{n_weights / 1e6:.2f} M weights")
+assert 1.75e6 < n_weights < 1.85e6  # "about 1.8 M" above
 for r in records[:3] + records[-3:]:
     print(f"iter {r['iter']:3d}  lr {r['lr']:.5f}  loss {r['loss']:.3f}  "
           + "  ".join(f"{k[5:]} {r[k]:.3f}" for k in LOSS_NAMES))
@@ -263,7 +269,7 @@ print(f"demo learning rate at iterations 0, {W_demo // 2}, {W_demo}, {m1 - 1}, {
 
 # %% [markdown]
 # Why not start at $\eta = 0.02$ straight away? At the start every weight is random. The
-# gradient is large (its norm is about 60 here, against about 5 after a few dozen steps) and
+# gradient is large (about ten times its norm after a few dozen steps; printed below) and
 # points in directions that stop being right after a small move. The RPN's proposals, and
 # therefore the RoIs the heads see, change from one step to the next. A full-size step
 # $\eta\,g$ in that state overshoots; the next gradient is larger still, and momentum adds
@@ -272,7 +278,7 @@ print(f"demo learning rate at iterations 0, {W_demo // 2}, {W_demo}, {m1 - 1}, {
 # Two remedies keep the early steps short: **warm-up** makes $\eta$ small while $g$ is large;
 # **clipping** caps $\lVert g \rVert$. Below, the run of section 2 (same weights, same
 # batches) is repeated for 12 iterations with neither, with warm-up only, with clipping only
-# and with both, at $\eta = 0.05$, 2.5 times the demo's rate. (At the demo's 0.02 this small
+# and with both, at $\eta = 0.05$, 2.5 times section 2's rate. (At section 2's 0.02 this small
 # network happens to survive its first steps even with neither remedy; we measured it. The
 # margin is thin, and a larger rate shows what the remedies are for.)
 
@@ -306,10 +312,14 @@ plt.show()
 for name, rs in runs.items():
     print(f"{name:17s} steps taken {len(rs):2d}, loss after them {rs[-1]['loss']:.3g}")
 assert len(neither) < 12 and len(warmup_only) == 12 and len(clip_only) == 12 and len(both) == 12
+g_first, g_later = records[0]["grad_norm"], np.median([r["grad_norm"] for r in records[29:]])
+print(f"section 2's gradient norm at iteration 1: {g_first:.0f}; median over iterations "
+      f"30-60: {g_later:.1f} ({g_first / g_later:.0f}x smaller)")
+assert g_first > 5 * g_later
 
 # %% [markdown]
 # With neither remedy the loss jumps, the gradient norm grows by orders of magnitude and within
-# ten iterations the numbers overflow: the guard of step 3 stops the run *before* a NaN reaches
+# about ten iterations the numbers overflow: the guard of step 3 stops the run *before* a NaN reaches
 # the weights. Either remedy gets this run through its start, and neither is a guarantee on
 # its own: one unlucky batch of two images can still produce a huge gradient later.
 # torchvision's recipe uses warm-up alone, with 16 images per batch and a pre-trained
@@ -558,6 +568,8 @@ print(answer_1)
 # 10x. To keep it fast we use 64 x 64 pixels and a thinner model (the same code paths). The
 # settings that work: 80 iterations, lr 0.02, warm-up 10, a step down at 72, gradient norm
 # clipped at 10. (In our trials, lr 0.01 made the loss fall only about 8x in 80 iterations.)
+# The data set and the thinner model are below; call `train()` (`flip=False`, no evaluation)
+# into `work / "run_one"`, and read its log into `log`, one dict per iteration.
 
 # %%
 SIZE = 64
@@ -571,10 +583,15 @@ small = tiny(min_size=(SIZE,), max_size=SIZE, rpn_pre_nms_top_n_train=200,
              # the train/eval mismatch that made the preset drop it, and it fits fastest here
              backbone_norm="batch")
 t0 = time.perf_counter()
+
+# %% jupyter={"source_hidden": true}
 train(small, work / "one", work / "run_one", iters=80, batch_size=1, lr=0.02, warmup_iters=10,
       milestones=[72], clip_grad_norm=10.0, flip=False, eval_every=-1, checkpoint_every=80,
       progress=False, log=lambda message: None)
 log = [json.loads(line) for line in (work / "run_one" / "log.jsonl").read_text().splitlines()]
+
+# %%
+assert [r["iter"] for r in log] == list(range(1, 81))  # one record per iteration, 80 of them
 first = np.mean([r["loss"] for r in log[:3]])
 last = np.mean([r["loss"] for r in log[-5:]])
 print(f"80 iterations in {time.perf_counter() - t0:.1f} s: loss {first:.3f} -> {last:.3f} "
@@ -584,11 +601,15 @@ assert last <= first / 10
 # %% [markdown]
 # **3.** In the run with neither warm-up nor clipping, at which iteration did the guard stop
 # the run, and was any step taken with a non-finite loss? (The loop appends a record only
-# after a step, so the number of records is the number of steps taken.)
+# after a step, so the number of records is the number of steps taken.) Put the iteration
+# and `True`/`False` in `answer_3`.
+
+# %% jupyter={"source_hidden": true}
+answer_3 = (len(neither) + 1, any(not math.isfinite(r["loss"]) for r in neither))
 
 # %%
-steps_taken = len(neither)
-assert steps_taken < 12 and all(math.isfinite(r["loss"]) for r in neither)
-print(f"stopped at iteration {steps_taken + 1}, after {steps_taken} finite steps")
+assert answer_3[0] == neither[-1]["iter"] + 1 < 12 + 1  # the record of the last step taken
+assert answer_3[1] is False and all(math.isfinite(r["grad_norm"]) for r in neither)
+print(f"stopped at iteration {answer_3[0]}, after {answer_3[0] - 1} finite steps")
 print(f"chapter ran in {time.perf_counter() - t_chapter:.0f} s")
 shutil.rmtree(work)  # the chapter's data set and runs
