@@ -28,10 +28,9 @@
 #
 # **The weights.** `assets/tiny_shapes.npz` holds the weights of the tiny preset (4 classes:
 # background, circle, square, triangle) trained by `make demo` on `make_shapes_dataset(seed=0)`
-# (chapter 10 shows that run: its settings, its losses and its wall time, all read from
-# `assets/demo_run.json`, which the first cell below prints too). To make them again, run
-# `make demo` and then `python tools/demo_assets.py runs/demo`. They are good, and still
-# imperfect enough to show the failure modes at the end.
+# (chapter 10 shows that run, from `assets/demo_run.json`; to make them again, run `make demo`
+# and `python tools/demo_assets.py runs/demo`). They are good, and still imperfect enough to
+# show the failure modes at the end.
 
 # %%
 # %matplotlib inline
@@ -437,17 +436,14 @@ assert np.isclose(prec101.mean(), 69.75 / 101)
 # ### 4.2 AP50 and AP: settled
 #
 # * **AP50** is the AP above with the IoU threshold t = 0.50, averaged over the classes. A box
-#   that overlaps its object by half counts as found. This is PASCAL VOC's criterion (VOC
-#   itself used 11 recall levels, later all of them; COCO's AP50 uses COCO's 101).
+#   that overlaps its object by half counts as found (PASCAL VOC's criterion).
 # * **AP** (COCO's main number, written AP or AP@[.5:.95], and often called "mAP") is the same
 #   computation at **ten** thresholds t = 0.50, 0.55, ..., 0.95, averaged over thresholds and
 #   classes. It rewards precise boxes and masks: at t = 0.95 a detection must be nearly exact.
 #
-# COCO uses "AP" for the mean over classes too; there is no separate "mAP" in its tables. So a
-# paper's "mAP 37.1" on COCO is AP@[.5:.95], and "AP50 58.0" is the loose one; AP is always
-# the smaller. For masks ("segm") the IoU is between masks instead of boxes; nothing else
-# changes. APs, APm, APl restrict it to small (area < 32^2), medium and large objects (-1: no
-# object of that size, as in our 128 px images, where no shape is large).
+# So a paper's "mAP 37.1" on COCO is AP@[.5:.95], and "AP50 58.0" the loose one; AP is always
+# the smaller. For masks ("segm") the IoU is between masks instead of boxes. APs, APm, APl
+# restrict it to small (area < 32^2), medium and large objects (-1: none of that size).
 #
 # Our from-scratch evaluation (`mrcnn_np/eval/ap.py`) and pycocotools, on the same 50 images:
 
@@ -557,10 +553,8 @@ print("mask IoU of a perfect 28 x 28 mask:", {sz: round(i, 4) for sz, i in zip(s
 # %% [markdown]
 # The loss is a thin rim, small in area, but it caps the IoU below 1 and so costs AP at the
 # strict thresholds (0.9, 0.95); and the steps and rounded points are plain to see in pictures
-# of large objects. (Small objects lose too, for another reason: a few pixels' error on a
-# 20-pixel object is a large part of it.) This is why PointRend and
-# later work refine masks at higher resolution near the boundary. (Targets cut with RoIPool
-# instead of RoIAlign add a misalignment of up to a feature cell on top; chapter 08.)
+# of large objects. This is why PointRend and later work refine masks at higher resolution
+# near the boundary.
 #
 # ### 5.2 Objects smaller than the smallest anchor
 #
@@ -664,15 +658,15 @@ plt.show()
 #   clip, drop background, score > 0.05, drop tiny boxes, **NMS per class**, best 50.
 # * A mask is 28 x 28 over its box. Pasting pads it with a ring of zeros and grows the box by
 #   30/28 so the mask fades out across the box's edge instead of being cut off there.
-# * AP for one class: rank all detections, make precision non-increasing, read it at 101
-#   recall levels, average. **AP50** uses IoU >= 0.5; **AP** averages IoU 0.50..0.95 and is
-#   always the smaller; both are means over classes. Our from-scratch code and pycocotools
-#   give the same numbers.
-# * Failure modes: 28 x 28 masks cap the IoU of large objects; an object below the smallest
-#   anchor depends on the best-match rule and a large shrink of its anchor (the 7 x 8 shape
-#   here is still found, with the score printed); an empty image can only add false
-#   positives, and the demo model adds none with score >= 0.5 on the empty validation images;
-#   a forgotten background class turns every proposal into an object.
+# * AP for one class: rank, make precision non-increasing, read it at 101 recall levels,
+#   average. **AP50** uses IoU >= 0.5; **AP** averages IoU 0.50..0.95. Our code and
+#   pycocotools agree.
+# * The demo model's errors: circles and squares confused, confident duplicates, and a few
+#   detections on nothing (the confusion matrix and its counts).
+# * Failure modes: 28 x 28 masks cap large objects' IoU; an object below the smallest anchor
+#   rests on the best-match rule (the 7 x 8 shape is still found); empty images can only add
+#   false positives (the demo model adds none at score >= 0.5); a forgotten background class
+#   makes every proposal an object.
 
 # %% [markdown]
 # ## Exercises
