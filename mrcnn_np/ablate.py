@@ -89,11 +89,19 @@ TABLE_METRICS = (("mask AP", "segm", "AP"), ("mask AP50", "segm", "AP50"),
 EXTRACTOR_KEYS = ("roi_extractor", "roi_align_reduction", "pool_level")
 
 
-def grid_variants(name):
-    """The ``[(variant, overrides)]`` of grid ``name``; ValueError naming the grids otherwise."""
+def grid_variants(name, only=None):
+    """The ``[(variant, overrides)]`` of grid ``name`` (only those named in ``only``, in the
+    grid's order, when given); ValueError naming the grids, or the grid's variants, otherwise."""
     if name not in GRIDS:
         raise ValueError(f"unknown grid {name!r}; choose one of {', '.join(GRIDS)}")
-    return GRIDS[name]
+    variants = GRIDS[name]
+    if only is None:
+        return variants
+    unknown = [n for n in only if n not in {v for v, _ in variants}]
+    if unknown:
+        raise ValueError(f"grid {name!r} has no variant {', '.join(unknown)}; its variants: "
+                         + ", ".join(n for n, _ in variants))
+    return [(n, o) for n, o in variants if n in only]
 
 
 def baselines(variants):
@@ -193,13 +201,7 @@ def run_grid(grid, out_dir, seeds=3, iters=DEFAULT_ITERS, data_dir=None, data_se
     Returns the results dict written to ``results.json``. Raises ValueError for an unknown
     grid, and whatever ``train()`` raises (DataError, TrainingDiverged) for a bad run.
     """
-    variants = grid_variants(grid)
-    if only is not None:
-        unknown = sorted(set(only) - {n for n, _ in variants})
-        if unknown:
-            raise ValueError(f"grid {grid!r} has no variant {', '.join(unknown)}; its variants: "
-                             + ", ".join(n for n, _ in variants))
-        variants = [(n, o) for n, o in variants if n in only]
+    variants = grid_variants(grid, only)
     if seeds < 1 or iters < 1:
         raise ValueError(f"--seeds and --iters must be positive (got {seeds}, {iters})")
     out_dir = Path(out_dir)

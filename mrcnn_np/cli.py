@@ -382,20 +382,17 @@ def cmd_demo(args):
 
 
 def cmd_ablate(args):
-    from .ablate import GRIDS, run_grid
-    if args.grid not in GRIDS:
-        raise UserError(f"unknown grid {args.grid!r}; choose one of {', '.join(GRIDS)}")
+    from .ablate import grid_variants, run_grid
+    only = args.only.split(",") if args.only else None
+    try:
+        grid_variants(args.grid, only)  # a bad grid or variant name: one line, nothing written
+    except ValueError as e:
+        raise UserError(str(e))
     if args.seeds <= 0 or args.iters <= 0:
         raise UserError("--seeds and --iters must be positive")
     if args.workers is not None and args.workers < 1:
         raise UserError("--workers must be positive")
-    names = [n for n, _ in GRIDS[args.grid]]
-    unknown = [n for n in (args.only.split(",") if args.only else []) if n not in names]
-    if unknown:
-        raise UserError(f"grid {args.grid!r} has no variant {', '.join(unknown)}; "
-                        f"its variants: {', '.join(names)}")
     try:
-        only = args.only.split(",") if args.only else None
         train_settings = {} if args.workers is None else dict(workers=args.workers)
         results = run_grid(args.grid, args.out, seeds=args.seeds, iters=args.iters,
                            data_dir=args.data, only=only, train_settings=train_settings,

@@ -222,7 +222,7 @@ def object_recall(coco_gt, results, iou_threshold=0.5, score_threshold=0.5):
                          ).reshape(len(dts), len(gts)) if len(dts) and len(gts) else \
             np.zeros((len(dts), len(gts)))  # [D, G]
         high = np.array([r["score"] >= score_threshold for r in dts], bool)  # [D]
-        on_object = (iou >= iou_threshold).any(1) if len(gts) else np.zeros(len(dts), bool)
+        on_object = (iou >= iou_threshold).any(1)  # [D] (all False without objects)
         for i in np.flatnonzero(high & ~on_object):
             name = names[dts[i]["category_id"]]
             on_nothing[name] = on_nothing.get(name, 0) + 1
@@ -243,7 +243,7 @@ def object_recall(coco_gt, results, iou_threshold=0.5, score_threshold=0.5):
                 wrong += 1
                 key = f"{names[a['category_id']]} -> {names[dts[best]['category_id']]}"
             confusion[key] = confusion.get(key, 0) + 1
-        duplicates += int(sum(1 for i in np.flatnonzero(high & on_object) if i not in bests))
+        duplicates += len(set(np.flatnonzero(high & on_object).tolist()) - bests)
     return dict(objects=total, found=found, recall=found / total if total else float("nan"),
                 wrong_class=wrong, missed=missed, confusion=dict(sorted(confusion.items())),
                 duplicates=duplicates, on_nothing=dict(sorted(on_nothing.items())))
