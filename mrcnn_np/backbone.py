@@ -421,10 +421,34 @@ def multiply_adds(model, height, width):
     return out
 
 
+# Bottlenecks per stage (layer1..layer4) of the ResNets that torchvision's resnet_fpn_backbone
+# names; ResNet paper, Table 1. The two differ only in layer3: 6 blocks or 23.
+RESNET_BLOCKS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
+
+
+def resnet_fpn(name, rng=None, norm="frozen", trainable_layers=3, fpn_channels=256,
+               dtype=np.float32):
+    """ResNet-``name``-FPN, ``name`` a key of ``RESNET_BLOCKS`` ("resnet50" | "resnet101"), as
+    torchvision's ``resnet_fpn_backbone(backbone_name=name, ...)``: width 64, the same layout and
+    parameter names, only the block counts differ."""
+    if name not in RESNET_BLOCKS:
+        raise ValueError(f"unknown ResNet {name!r}; choose one of "
+                         f"{', '.join(repr(n) for n in RESNET_BLOCKS)}")
+    return ResNetFPN(RESNET_BLOCKS[name], 64, fpn_channels, norm, trainable_layers, rng, dtype)
+
+
 def resnet50_fpn(rng=None, norm="frozen", trainable_layers=3, fpn_channels=256, dtype=np.float32):
     """ResNet-50-FPN as torchvision's maskrcnn_resnet50_fpn backbone: 26.85M parameters
     (23.51M in the body, ResNet-50 without its classifier; 3.34M in the FPN)."""
-    return ResNetFPN((3, 4, 6, 3), 64, fpn_channels, norm, trainable_layers, rng, dtype)
+    return resnet_fpn("resnet50", rng, norm, trainable_layers, fpn_channels, dtype)
+
+
+def resnet101_fpn(rng=None, norm="frozen", trainable_layers=3, fpn_channels=256,
+                  dtype=np.float32):
+    """ResNet-101-FPN as torchvision's ``resnet_fpn_backbone(backbone_name="resnet101")``, and
+    matterport's default backbone: 45.84M parameters (42.50M in the body, ResNet-101 without
+    its classifier; the same 3.34M FPN, since C2..C5 have the same channels as ResNet-50's)."""
+    return resnet_fpn("resnet101", rng, norm, trainable_layers, fpn_channels, dtype)
 
 
 # The tiny preset, for training from scratch on a CPU at 128-256 px (chapter 02 measures it):

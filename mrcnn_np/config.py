@@ -38,7 +38,7 @@ class Config:
     square: int = 0  # >0: matterport's square mode (resize long side, pad to square)
 
     # -- backbone ----------------------------------------------------------------------------
-    backbone: str = "tiny"  # "tiny" | "resnet50"
+    backbone: str = "tiny"  # "tiny" | "resnet50" | "resnet101" (blocks (3, 4, 23, 3))
     backbone_norm: str = "none"  # "frozen" | "batch" | "group" | "none" (see backbone.TINY)
     trainable_layers: int = 5  # torchvision: 3 when starting from ImageNet weights
     fpn_channels: int = 64
@@ -131,7 +131,8 @@ def torchvision_r50_fpn(**overrides):
 
 
 def matterport(**overrides):
-    """matterport/Mask_RCNN's defaults (config.py there): 1024x1024 squares, 261,888 anchors.
+    """matterport/Mask_RCNN's defaults (config.py there): ResNet-101-FPN (its ``BACKBONE =
+    "resnet101"``), 1024x1024 squares, 261,888 anchors.
 
     matterport's anchors are one scale per level (32..512) with ratios (0.5, 1, 2) on P2..P6,
     which is what ``anchor_sizes`` below says; its RPN keeps 6000 boxes before NMS (we apply
@@ -139,7 +140,8 @@ def matterport(**overrides):
     uses a 2-class softmax for objectness.
     """
     cfg = torchvision_r50_fpn(
-        name="matterport", num_classes=81, min_size=(1024,), max_size=1024, square=1024,
+        name="matterport", backbone="resnet101", num_classes=81, min_size=(1024,),
+        max_size=1024, square=1024,
         rpn_objectness="softmax", rpn_nms_thresh=0.7,
         rpn_pre_nms_top_n_train=6000, rpn_pre_nms_top_n_test=6000,
         rpn_post_nms_top_n_train=2000, rpn_post_nms_top_n_test=1000,

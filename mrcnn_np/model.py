@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .backbone import resnet50_fpn, resnet_fpn_tiny
+from .backbone import RESNET_BLOCKS, resnet_fpn, resnet_fpn_tiny
 from .config import Config, tiny
 from .nn.modules import Module
 from .ops.anchors import AnchorGenerator
@@ -86,10 +86,10 @@ class RegionProposalNetwork(Module):
 def build_backbone(cfg, rng):
     if cfg.backbone == "tiny":
         return resnet_fpn_tiny(rng, fpn_channels=cfg.fpn_channels, norm=cfg.backbone_norm)
-    if cfg.backbone == "resnet50":
-        return resnet50_fpn(rng, norm=cfg.backbone_norm, trainable_layers=cfg.trainable_layers,
-                            fpn_channels=cfg.fpn_channels)
-    raise ValueError(f"unknown backbone {cfg.backbone!r} (use 'tiny' or 'resnet50')")
+    if cfg.backbone in RESNET_BLOCKS:  # "resnet50" | "resnet101": only the block counts differ
+        return resnet_fpn(cfg.backbone, rng, norm=cfg.backbone_norm,
+                          trainable_layers=cfg.trainable_layers, fpn_channels=cfg.fpn_channels)
+    raise ValueError(f"unknown backbone {cfg.backbone!r} (use 'tiny', 'resnet50' or 'resnet101')")
 
 
 class MaskRCNN(Module):
