@@ -7,6 +7,8 @@
   transform resizes instance masks with it, so 0/1 masks stay 0/1).
 - ``interpolate_bilinear``: bilinear, forward only (the transform resizes images with it;
   post-processing resizes each 28x28 mask to its box).
+- ``upsample_bilinear_forward`` / ``upsample_bilinear_backward``: the same bilinear rule as a
+  layer pair (the keypoint predictor's 2x upsampling, 28x28 -> 56x56).
 
 They reproduce torch bit for bit, because a one-pixel difference in a resized size or a
 source index would make every later number differ from torchvision.
@@ -121,6 +123,60 @@ def interpolate_bilinear(x, size=None, scale_factor=None, recompute_scale_factor
     cols = lw0 * x[..., iw0] + lw1 * x[..., iw1]  # [N, C, H, out_w]
     out = lh0[:, None] * cols[..., ih0, :] + lh1[:, None] * cols[..., ih1, :]  # [N, C, oh, ow]
     return out.astype(dtype, copy=False)
+
+
+# -- bilinear: the layer pair of the keypoint predictor ---------------------------------
+def _linear_matrix(i0, i1, l0, l1, in_size):
+    """The 1-D resampling as a matrix ``A`` [out, in]: ``out = A @ x`` along one axis. Row ``d``
+    holds ``l0[d]`` at ``i0[d]`` and ``l1[d]`` at ``i1[d]`` (added: at the last pixel they are
+    the same column)."""
+    A = np.zeros((len(i0), in_size), dtype=l0.dtype)  # [out, in]
+    rows = np.arange(len(i0))
+    np.add.at(A, (rows, i0), l0)
+    np.add.at(A, (rows, i1), l1)
+    return A
+
+
+def upsample_bilinear_forward(x, size=None, scale_factor=None, recompute_scale_factor=None):
+    """Bilinear resize with a backward: ``F.interpolate(x, ..., mode="bilinear",
+    align_corners=False)``, the keypoint predictor's 2x upsampling (28x28 -> 56x56, called
+    there with ``scale_factor=2.0, recompute_scale_factor=False``).
+
+    Inputs   x : [N, C, H, W] float; size / scale_factor / recompute_scale_factor as
+             ``interpolate_bilinear`` (which computes ``out``: torch's numbers, to rounding).
+    Returns  out : [N, C, Ho, Wo];  cache (the two 1-D resampling matrices)
+
+    The resize is linear in ``x`` and separable: ``out[n, c] = A_h @ x[n, c] @ A_w.T`` with
+    ``A_h`` [Ho, H] and ``A_w`` [Wo, W] holding each output pixel's two weights (see
+    ``linear_indices_weights``). At 2x with ``align_corners=False`` the source of output pixel
+    ``d`` is ``d / 2 - 0.25``: the weights are (0.75, 0.25) and (0.25, 0.75) in turn, and the
+    first and last output pixels copy the border pixel (the source is clamped at 0, and past
+    the last pixel both neighbours are the last pixel).
+    """
+    out = interpolate_bilinear(x, size=size, scale_factor=scale_factor,
+                               recompute_scale_factor=recompute_scale_factor)  # [N, C, Ho, Wo]
+    x = np.asarray(x)
+    dtype = x.dtype
+    H, W = x.shape[-2:]
+    Ho, Wo = out.shape[-2:]
+    _, (f_h, f_w) = _output_size_and_scales((H, W), size, scale_factor, recompute_scale_factor)
+    A_h = _linear_matrix(*linear_indices_weights(H, Ho, _kernel_scale(H, Ho, f_h, dtype), dtype),
+                         H)  # [Ho, H]
+    A_w = _linear_matrix(*linear_indices_weights(W, Wo, _kernel_scale(W, Wo, f_w, dtype), dtype),
+                         W)  # [Wo, W]
+    return out, (x.shape, A_h, A_w)
+
+
+def upsample_bilinear_backward(dout, cache):
+    """Each input pixel gets the gradients of the output pixels that read it, times the
+    weights they read it with: ``dx[n, c] = A_h.T @ dout[n, c] @ A_w`` (the transpose of the
+    forward's linear map). Returns dx : [N, C, H, W] in dout's dtype."""
+    shape, A_h, A_w = cache
+    dout = np.asarray(dout)
+    if dout.size == 0:
+        return np.zeros(shape, dtype=dout.dtype)
+    A_h, A_w = A_h.astype(dout.dtype, copy=False), A_w.astype(dout.dtype, copy=False)
+    return (A_h.T @ dout @ A_w).astype(dout.dtype, copy=False)  # [H, Ho] @ [N, C, Ho, Wo] @ [Wo, W]
 
 
 def nearest_indices(in_size, out_size, factor=None):
