@@ -1,4 +1,4 @@
-"""One configuration dataclass, with three presets.
+"""One configuration dataclass, with presets.
 
 - ``tiny`` (the default): a small ResNet-FPN that trains on a 2-core CPU in minutes on
   128-256 px images of the shapes data set.
@@ -6,6 +6,9 @@
   its weights load and its outputs can be compared number by number).
 - ``matterport``: matterport's Mask R-CNN settings (square 1024x1024 images, 261,888 anchors,
   its RoI counts and thresholds).
+- ``torchvision_keypoint_r50_fpn``: every default of torchvision's ``keypointrcnn_resnet50_fpn``
+  (17 keypoints, 2 classes, no mask branch); ``tiny_keypoints``: ``tiny`` plus a small
+  keypoint branch for the stick-figure data set (chapter 15).
 
 A preset is a plain function returning a ``Config``; change any field with keyword
 arguments: ``get_config("tiny", num_classes=4)``. No registry, no YAML.
@@ -72,12 +75,20 @@ class Config:
     box_nms_thresh: float = 0.5
     box_detections_per_img: int = 50
 
+    masks: bool = True  # the mask branch; False: a Faster R-CNN (+ keypoints), as torchvision's
+    # keypointrcnn_resnet50_fpn, which has no mask head (no mask_* weights, no loss_mask)
     mask_roi_output_size: int = 14
     mask_sampling_ratio: int = 2
     mask_layers: tuple = (64, 64, 64, 64)  # 3x3 convs of the mask FCN (torchvision: 4 x 256)
     mask_dim_reduced: int = 64  # channels of the 2x2 deconvolution
     mask_loss: str = "sigmoid"  # "sigmoid" (per-class BCE, the paper's choice) | "softmax"
     class_agnostic_masks: bool = False
+
+    # -- the keypoint branch (Mask R-CNN paper, Sec. 5; torchvision's keypointrcnn_resnet50_fpn)
+    keypoints: int = 0  # K keypoints per instance; 0 = no keypoint branch (torchvision: 17)
+    keypoint_roi_output_size: int = 14  # MultiScaleRoIAlign 14x14 (torchvision keypoint_rcnn.py)
+    keypoint_sampling_ratio: int = 2
+    keypoint_layers: tuple = (64, 64, 64, 64)  # 3x3 convs + ReLU (torchvision: 8 x 512)
 
     # -- the ablations of the Mask R-CNN paper's Table 2 (chapter 14); defaults = the model above
     roi_extractor: str = "align"  # both poolers: "align" | "pool" (RoIPool) | "warp" (RoIWarp:
@@ -102,12 +113,21 @@ class Config:
                 raise ValueError(f"unknown {name} {value!r}; choose one of "
                                  f"{', '.join(repr(a) for a in allowed)}")
 
+        if self.keypoints < 0:
+            raise ValueError(f"keypoints must be >= 0 (0: no keypoint branch), got {self.keypoints}")
+        if self.keypoints and not self.keypoint_layers:
+            raise ValueError("the keypoint branch needs at least one layer in keypoint_layers")
+
     def to_dict(self):
         return asdict(self)
 
     @property
     def mask_size(self):
         return 2 * self.mask_roi_output_size  # the deconvolution doubles 14 -> 28
+
+    @property
+    def keypoint_heatmap_size(self):
+        return 4 * self.keypoint_roi_output_size  # deconvolution 14 -> 28, bilinear 2x -> 56
 
 
 def tiny(**overrides):
@@ -152,7 +172,34 @@ def matterport(**overrides):
     return replace(cfg, **overrides)
 
 
-PRESETS = {"tiny": tiny, "torchvision_r50_fpn": torchvision_r50_fpn, "matterport": matterport}
+def torchvision_keypoint_r50_fpn(**overrides):
+    """Every default of torchvision's ``keypointrcnn_resnet50_fpn`` (torchvision 0.29): the
+    ``torchvision_r50_fpn`` model with 2 classes (background, person), 17 COCO keypoints, a
+    keypoint head of 8 x 512 convs, training scales (640, 672, ..., 800) (evaluation at the
+    last, 800), and no mask branch. Its RPN and box settings (2000/1000 proposals before and
+    after NMS, 512 RoIs at 25% positive, 100 detections, score 0.05, NMS 0.5) are the mask
+    model's, which the base preset already has."""
+    cfg = torchvision_r50_fpn(
+        name="torchvision_keypoint_r50_fpn", num_classes=2,
+        min_size=(640, 672, 704, 736, 768, 800), max_size=1333,
+        masks=False, keypoints=17, keypoint_roi_output_size=14, keypoint_sampling_ratio=2,
+        keypoint_layers=(512,) * 8,
+    )
+    return replace(cfg, **overrides)
+
+
+def tiny_keypoints(**overrides):
+    """``tiny`` plus a keypoint branch that trains on a 2-core CPU: 4 convs of 64 channels
+    (half of torchvision's depth, an eighth of its width), K = 9 for the stick-figure data set
+    (``data/stickfigures.py``: head, neck, hands, pelvis, knees, feet), 2 classes
+    (background, person), masks on (each figure's mask is its pixels)."""
+    return replace(tiny(name="tiny_keypoints", num_classes=2, keypoints=9,
+                        keypoint_layers=(64, 64, 64, 64)), **overrides)
+
+
+PRESETS = {"tiny": tiny, "torchvision_r50_fpn": torchvision_r50_fpn, "matterport": matterport,
+           "torchvision_keypoint_r50_fpn": torchvision_keypoint_r50_fpn,
+           "tiny_keypoints": tiny_keypoints}
 
 
 def get_config(name="tiny", **overrides):
