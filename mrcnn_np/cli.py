@@ -1,6 +1,7 @@
 """The command line: ``python -m mrcnn_np <command> ...``.
 
     python -m mrcnn_np make-shapes --out data/shapes
+    python -m mrcnn_np make-figures --out data/figures [--train N --val N --size S --seed S]
     python -m mrcnn_np train    --config tiny --data data/shapes --out runs/r1 [--iters N ...]
     python -m mrcnn_np train    --out runs/r1 --data data/shapes --resume
     python -m mrcnn_np predict  --weights runs/r1/weights.npz --images a.png b.jpg --out preds/
@@ -121,6 +122,18 @@ def cmd_make_shapes(args):
     paths = make_shapes_dataset(args.out, num_train=args.num_train, num_val=args.num_val,
                                 image_size=(args.size, args.size), seed=args.seed)
     print(f"wrote {args.num_train} train and {args.num_val} val images to {paths['root']}")
+    return 0
+
+
+def cmd_make_figures(args):
+    from .data.stickfigures import make_figures_dataset
+    try:
+        paths = make_figures_dataset(args.out, num_train=args.num_train, num_val=args.num_val,
+                                     image_size=(args.size, args.size), seed=args.seed)
+    except ValueError as e:                        # e.g. --train -1, --size 0
+        raise UserError(f"make-figures: {_one_line(e)}") from None
+    print(f"wrote {args.num_train} train and {args.num_val} val images of stick figures to"
+          f" {paths['root']}")
     return 0
 
 
@@ -424,6 +437,17 @@ def build_parser():
     s.add_argument("--size", type=int, default=128, help="image side in pixels")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_make_shapes)
+
+    s = sub.add_parser("make-figures",
+                       help="write the synthetic stick-figure keypoints data set (COCO format)")
+    s.add_argument("--out", required=True, help="folder to write")
+    s.add_argument("--train", "--num-train", dest="num_train", type=int, default=200,
+                   help="training images")
+    s.add_argument("--val", "--num-val", dest="num_val", type=int, default=50,
+                   help="validation images")
+    s.add_argument("--size", type=int, default=128, help="image side in pixels")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_make_figures)
 
     s = sub.add_parser("train", help="train on a COCO data set")
     s.add_argument("--config", default="tiny", choices=sorted(PRESETS))

@@ -2,6 +2,7 @@
 
     ds = CocoDataset("data/shapes/train", "data/shapes/annotations/instances_train.json")
     sample = ds[0]      # dict: image [3, H, W] float32, boxes [G, 4], labels [G], masks [G, H, W]
+                        # (+ keypoints [G, K, 3] in a COCO keypoints data set)
 
 Labels are contiguous: 0 is background and the categories get 1..K-1 in sorted category-id
 order (COCO's own ids have gaps; the model's class axis must not).
@@ -20,6 +21,10 @@ What is checked, and what happens
   malformed entry (e.g. a bbox of strings). The warning names the first few annotation ids of
   each reason. A polygon partly outside the image is kept: pycocotools rasterises only its
   part inside, and the box is clipped.
+* Keypoints (a COCO keypoints data set: a category with ``keypoints`` names): an annotation
+  of such a category whose ``keypoints`` are not 3 x K numbers, hold a NaN or Inf, or have a
+  visibility other than 0 / 1 / 2 is skipped and counted as above. One without ``keypoints``
+  is kept with all K keypoints unlabelled (v = 0): its box and mask still train.
 * An annotation without ``area`` gets the area of its mask, one without ``iscrowd`` gets 0
   (many exporters leave both out; COCOeval needs them), with one warning that counts them.
 * ``iscrowd`` annotations are not training targets (as in torchvision's references); they
@@ -32,6 +37,7 @@ import io
 import json
 import math
 import os
+import re
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -177,6 +183,13 @@ class CocoDataset:
       label_to_cat_id: {label: COCO category id};  cat_id_to_label: the inverse
       skipped: {reason: count} of annotations left out (see the module docstring)
       instances_per_image: [N] int, the number of training targets of image ``ids[i]``
+
+    In a COCO keypoints data set (some category lists ``keypoints`` names; all such categories
+    must list the same names), also:
+      keypoint_names: [K] names, as the category lists them (None without keypoints)
+      skeleton: [S, 2] int64, pairs of 1-based keypoint indices, as COCO (None without)
+      flip_indices: [K] int64, the keypoint order after a horizontal flip: each left_* swaps
+        with its right_* (torchvision's reference scripts' ``flip_inds``; None without)
     """
 
     def __init__(self, image_dir, ann_file, train=False, rng=None, check_files=True):
@@ -195,6 +208,9 @@ class CocoDataset:
         self.cat_id_to_label = {c: l for l, c in self.label_to_cat_id.items()}
         self.class_names = ["background"] + [str(self.coco.cats[c].get("name", c)) for c in cat_ids]
         self.num_classes = len(self.class_names)
+        self.keypoint_names, self.skeleton, self.flip_indices = _keypoint_metadata(
+            data["categories"], self.ann_file)
+        kp_cats = {c["id"] for c in data["categories"] if c.get("keypoints")}
 
         self.ids = sorted(self.coco.imgs)
         missing = [self.coco.imgs[i]["file_name"] for i in self.ids
@@ -211,6 +227,8 @@ class CocoDataset:
         for ann in data["annotations"]:
             try:
                 why = _check_annotation(ann, self.coco.imgs.get(ann["image_id"]), self.cat_id_to_label)
+                if why is None and ann["category_id"] in kp_cats:
+                    why = _check_keypoints(ann, len(self.keypoint_names))
             except (TypeError, ValueError):                 # e.g. a bbox of strings
                 why = "malformed annotation"
             if why is not None:
@@ -265,6 +283,9 @@ class CocoDataset:
           labels:    [G] int64 in 1..K-1
           masks:     [G, H, W] uint8 in {0, 1}
           iscrowd:   [G] uint8, 1 for a crowd region (all 0 unless include_crowd=True)
+          keypoints: [G, K, 3] float32 = (x, y, v), only in a keypoints data set: COCO pixel
+                     coordinates, v = 2 visible, 1 occluded, 0 unlabelled (an instance of a
+                     category without keypoints: all v = 0)
           image_id:  int (the COCO id)
           orig_size: (H, W)
           file_name: path of the image
@@ -288,16 +309,108 @@ class CocoDataset:
         for g, a in enumerate(anns):
             masks[g] = self.coco.annToMask(a)
 
+        K = len(self.keypoint_names) if self.keypoint_names is not None else 0
+        keypoints = np.zeros((len(anns), K, 3), np.float32)           # [G, K, 3] = (x, y, v)
+        for g, a in enumerate(anns):
+            if K and a.get("keypoints"):
+                keypoints[g] = np.asarray(a["keypoints"], np.float32).reshape(K, 3)
+
         if flip:
             image = image[:, :, ::-1].copy()                          # [3, H, W]
             masks = masks[:, :, ::-1].copy()                          # [G, H, W]
             boxes = np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], axis=1)
-        return dict(image=image, boxes=boxes.astype(np.float32), labels=labels, masks=masks,
-                    iscrowd=iscrowd, image_id=int(image_id), orig_size=(h, w), file_name=str(path))
+            if K:
+                keypoints = flip_keypoints(keypoints, w, self.flip_indices)
+        out = dict(image=image, boxes=boxes.astype(np.float32), labels=labels, masks=masks,
+                   iscrowd=iscrowd, image_id=int(image_id), orig_size=(h, w), file_name=str(path))
+        if K:
+            out["keypoints"] = keypoints
+        return out
 
     def __repr__(self):
         return (f"CocoDataset({len(self)} images, {self.num_classes - 1} classes,"
                 f" {sum(len(v) for v in self._targets.values())} instances, {self.ann_file})")
+
+
+def flip_keypoints(keypoints, width, flip_indices):
+    """Keypoints of an image of ``width`` pixels mirrored left-right, as torchvision's
+    reference ``RandomHorizontalFlip`` does with ``_flip_coco_person_keypoints``.
+
+    A point at x goes to ``width - x``: the same map as the box flip above (x1' = w - x2), and
+    in COCO's continuous pixel coordinates the centre j + 0.5 of column j goes to the centre
+    of column w - 1 - j, where ``image[:, :, ::-1]`` puts that pixel. Mirroring turns the
+    figure's left hand into a right hand, so keypoint k of the result is keypoint
+    ``flip_indices[k]`` of the input. Unlabelled keypoints (v = 0) stay (0, 0, 0).
+
+    Inputs: keypoints [G, K, 3] = (x, y, v); width: int; flip_indices: [K] ints.
+    Returns a new [G, K, 3] array (the input is left unmodified).
+    """
+    out = np.array(keypoints)[:, list(flip_indices)]                 # [G, K, 3], swapped
+    out[..., 0] = width - out[..., 0]
+    out[out[..., 2] == 0] = 0                                         # COCO: v = 0 -> x = y = 0
+    return out
+
+
+def flip_indices_of(names):
+    """The keypoint order after a horizontal flip, from the keypoint names.
+
+    Index k holds the index of the keypoint named as names[k] with the word ``left`` and
+    ``right`` swapped (``left_eye`` <-> ``right_eye``; also ``Left`` / ``LEFT``), or k itself
+    for a name without either (``nose``). For COCO's 17 person keypoints this is
+    torchvision's ``flip_inds`` = [0, 2, 1, 4, 3, ...]. Returns [K] int64; raises ValueError
+    when a left name has no right partner (or a right one no left)."""
+    names = [str(n) for n in names]
+    index = {n: k for k, n in enumerate(names)}
+    out = []
+    for n in names:
+        partner = re.sub(r"left|right", _swap_side, n, flags=re.IGNORECASE)
+        if partner not in index:
+            raise ValueError(f"keypoint {n!r} has no {partner!r} to swap with on a flip")
+        out.append(index[partner])
+    return np.array(out, np.int64)
+
+
+def _swap_side(match):
+    """``left`` -> ``right`` and back, keeping the word's case (left, Left, LEFT)."""
+    word = match.group(0)
+    other = "right" if word.lower() == "left" else "left"
+    if word.isupper():
+        return other.upper()
+    return other.capitalize() if word[0].isupper() else other
+
+
+def _keypoint_metadata(categories, ann_file):
+    """(keypoint_names, skeleton [S, 2], flip_indices [K]) of the categories, or (None, None,
+    None) when no category lists keypoints."""
+    kp = [c for c in categories if c.get("keypoints")]
+    if not kp:
+        return None, None, None
+    names = tuple(str(n) for n in kp[0]["keypoints"])
+    if any(tuple(str(n) for n in c["keypoints"]) != names for c in kp):
+        raise DataError(f"{ann_file}: categories list different keypoint names (one model"
+                        f" needs one set)")
+    skeleton = np.asarray(kp[0].get("skeleton") or [], np.int64).reshape(-1, 2)  # [S, 2]
+    if skeleton.size and (skeleton.min() < 1 or skeleton.max() > len(names)):
+        raise DataError(f"{ann_file}: the skeleton's keypoint indices are not in 1..{len(names)}")
+    try:
+        flip = flip_indices_of(names)
+    except ValueError as e:
+        raise DataError(f"{ann_file}: {e}") from None
+    return names, skeleton, flip
+
+
+def _check_keypoints(ann, num_keypoints):
+    """Why an annotation's keypoints are unusable, or None when they are fine (or absent)."""
+    kp = ann.get("keypoints")
+    if kp is None:
+        return None
+    if not (isinstance(kp, (list, tuple)) and len(kp) == 3 * num_keypoints):
+        return f"keypoints not 3 x {num_keypoints} numbers"
+    if not _finite(kp):
+        return "number not finite (NaN or Inf)"
+    if any(float(v) not in (0.0, 1.0, 2.0) for v in kp[2::3]):
+        return "keypoint visibility not 0, 1 or 2"
+    return None
 
 
 def _coco_from(data):
@@ -319,9 +432,17 @@ def load_coco(ann_file):
 
 def fill_area_and_iscrowd(coco, ann_file):
     """Give every annotation the ``area`` (of its mask; of its bbox when it has no usable
-    mask) and ``iscrowd`` (0) that COCOeval reads; one warning counts what was filled."""
-    no_area = no_crowd = 0
+    mask) and ``iscrowd`` (0) that COCOeval reads, and one with ``keypoints`` its
+    ``num_keypoints`` (the count of v > 0, which COCOeval's keypoint evaluation reads); one
+    warning counts what was filled."""
+    no_area = no_crowd = no_count = 0
     for ann in coco.dataset["annotations"]:
+        if isinstance(ann.get("keypoints"), list) and "num_keypoints" not in ann:
+            no_count += 1
+            try:
+                ann["num_keypoints"] = sum(float(v) > 0 for v in ann["keypoints"][2::3])
+            except (TypeError, ValueError):                   # a skipped, malformed annotation
+                ann["num_keypoints"] = 0
         if "iscrowd" not in ann:
             ann["iscrowd"] = 0
             no_crowd += 1
@@ -338,6 +459,9 @@ def fill_area_and_iscrowd(coco, ann_file):
     if no_area or no_crowd:
         warnings.warn(f"{ann_file}: {no_area} annotations had no 'area' (filled from their "
                       f"masks), {no_crowd} had no 'iscrowd' (filled with 0)", stacklevel=3)
+    if no_count:
+        warnings.warn(f"{ann_file}: {no_count} annotations had no 'num_keypoints' (filled with"
+                      f" their count of keypoints with v > 0)", stacklevel=3)
 
 
 def _name_ids(ids):
