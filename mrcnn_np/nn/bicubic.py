@@ -117,9 +117,11 @@ def _pass(x, idx, w, axis):
     shape = [1] * x.ndim
     shape[axis] = idx.shape[0]
     dtype = x.dtype
-    tap = [np.take(x, idx[:, j], axis=axis) for j in range(4)]  # 4 x [..., out, ...]
-    wj = [w[:, j].reshape(shape) for j in range(4)]  # 4 x [out] as a column along axis
-    out = _fma(tap[0], wj[0], (tap[1] * wj[1]).astype(dtype), dtype)
+    x64, w64 = x.astype(np.float64, copy=False), w.astype(np.float64)  # widen once (see _fma)
+    tap = [np.take(x64, idx[:, j], axis=axis) for j in range(4)]  # 4 x [..., out, ...]
+    wj = [w64[:, j].reshape(shape) for j in range(4)]  # 4 x [out] as a column along axis
+    out = (tap[1] * wj[1]).astype(dtype)  # a rounded product
+    out = _fma(tap[0], wj[0], out, dtype)
     out = _fma(tap[2], wj[2], out, dtype)
     return _fma(tap[3], wj[3], out, dtype)
 
