@@ -6,10 +6,21 @@
 
 Predictions are torchvision-style dicts, one per image, in ORIGINAL image pixels:
 ``boxes`` [D, 4] = (x1, y1, x2, y2), ``labels`` [D] (contiguous, 1..K-1), ``scores`` [D],
-``masks`` [D, 1, H, W] soft, 0..1.  The AP numbers are pycocotools' own (COCOeval with its
-default parameters: IoU .50:.05:.95, 101 recall points, areas small < 32^2 <= medium < 96^2
-<= large, at most 100 detections per image).  A value of -1 means "no ground truth in that
-setting" (e.g. APs when no object is small), as pycocotools reports it.
+``masks`` [D, 1, H, W] soft, 0..1, and for a keypoint model ``keypoints`` [D, K, 3] =
+(x, y, v) with ``keypoints_scores`` [D, K].  The AP numbers are pycocotools' own (COCOeval
+with its default parameters: IoU .50:.05:.95, 101 recall points, areas small < 32^2 <=
+medium < 96^2 <= large, at most 100 detections per image).  A value of -1 means "no ground
+truth in that setting" (e.g. APs when no object is small), as pycocotools reports it.
+
+Keypoint AP (``iou_types=("keypoints",)``) is COCOeval's ``iouType="keypoints"``: detections
+match ground truth by OKS, the object keypoint similarity, instead of IoU,
+
+    OKS = mean over the labelled (v > 0) keypoints i of exp(-d_i^2 / (2 s^2 k_i^2)),
+
+d_i the distance from the predicted to the true keypoint, s^2 the ground truth's ``area``, and
+k_i = 2 sigma_i a per-keypoint tolerance (``kpt_oks_sigmas``; pycocotools cocoeval.computeOks).
+Its parameters differ from the box ones: at most 20 detections per image, and areas "all",
+medium and large only (no "small"), so its table is KEYPOINT_STAT_NAMES.
 """
 import contextlib
 import io
@@ -29,6 +40,16 @@ STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
 # summarize() computes AP50 and AP75: "AP@50", "AP@55", ..., "AP@95". Their mean is AP.
 IOU_THRESHOLDS = tuple(round(float(t), 2) for t in np.linspace(0.5, 0.95, 10))
 AP_AT_IOU_NAMES = tuple(f"AP@{round(100 * t)}" for t in IOU_THRESHOLDS)
+# Names of COCOeval.stats for iouType "keypoints" (summarize()'s _summarizeKps; OKS thresholds
+# play the IoU thresholds' part): AR is the recall at 20 detections.
+KEYPOINT_STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
+# COCO's 17 person keypoints and their sigmas (pycocotools cocoeval Params.setKpParams).
+COCO_PERSON_KEYPOINTS = ("nose", "left_eye", "right_eye", "left_ear", "right_ear",
+                         "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
+                         "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
+                         "right_knee", "left_ankle", "right_ankle")
+COCO_PERSON_SIGMAS = (0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072, 0.062,
+                      0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089)
 
 
 def encode_mask(mask):
@@ -47,13 +68,19 @@ def predictions_to_coco_results(predictions, image_ids, label_to_cat_id, mask_th
         labels [D] contiguous labels 1..K-1
         scores [D]
         masks  [D, 1, H, W] (or [D, H, W]) soft masks in 0..1; optional (then no segmentation)
+        keypoints [D, K, 3] = (x, y, v) in original image pixels; optional (then no keypoints)
+        keypoints_scores [D, K]; optional, kept beside the keypoints (COCOeval ignores it)
       image_ids: the COCO image id of each prediction
       label_to_cat_id: {label: category id} (a dict, or a sequence indexed by label)
       mask_threshold: a pixel is in the mask when its value is > mask_threshold (as torchvision's
         reference evaluation does with 0.5)
 
     Returns a list of dicts {image_id, category_id, score, bbox = [x, y, w, h],
-    segmentation = compressed RLE with str counts (only when masks are given)}.
+    segmentation = compressed RLE with str counts (only when masks are given),
+    keypoints = flat [x1, y1, v1, ..., xK, yK, vK] (only when keypoints are given; the v that
+    the model wrote, which COCOeval does not read: torchvision writes 1), keypoints_scores =
+    [K] (only when given)}. A keypoint result's ``score`` is its detection's, as in
+    torchvision's reference evaluation.
     """
     if len(predictions) != len(image_ids):
         raise ValueError(f"{len(predictions)} predictions but {len(image_ids)} image ids")
@@ -74,6 +101,18 @@ def _results(pred, image_id, label_to_cat_id, binary_masks=None, start=0):
     labels = np.asarray(pred["labels"]).reshape(-1)                        # [D]
     scores = np.asarray(pred["scores"], np.float64).reshape(-1)            # [D]
     stop = len(scores) if binary_masks is None else start + len(binary_masks)
+    kps = pred.get("keypoints")
+    if kps is not None:
+        kps = np.asarray(kps, np.float64)                                  # [D, K, 3]
+        if kps.ndim != 3 or kps.shape[0] != len(scores) or kps.shape[2] != 3:
+            raise ValueError(f"keypoints must be [D, K, 3] for D = {len(scores)} detections,"
+                             f" not {list(kps.shape)}")
+    kp_scores = pred.get("keypoints_scores")
+    if kp_scores is not None:
+        kp_scores = np.asarray(kp_scores, np.float64)                      # [D, K]
+        if kp_scores.ndim != 2 or kp_scores.shape[0] != len(scores):
+            raise ValueError(f"keypoints_scores must be [D, K] for D = {len(scores)} detections,"
+                             f" not {list(kp_scores.shape)}")
     out = []
     for d in range(start, stop):
         x1, y1, x2, y2 = boxes[d]
@@ -83,6 +122,10 @@ def _results(pred, image_id, label_to_cat_id, binary_masks=None, start=0):
              "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)]}
         if binary_masks is not None:
             r["segmentation"] = encode_mask(binary_masks[d - start])
+        if kps is not None:
+            r["keypoints"] = [float(v) for v in kps[d].ravel()]          # [3K]
+        if kp_scores is not None:
+            r["keypoints_scores"] = [float(v) for v in kp_scores[d]]
         out.append(r)
     return out
 
@@ -133,10 +176,12 @@ def _results_for(coco_gt, results, iou_type):
 
     Each type gets its own copies: for "segm" the bbox is left out, so loadRes takes the
     detection area from the mask (as torchvision's reference evaluation does); for "bbox" the
-    segmentation is left out, so the area is w * h.  No results gives an empty object
-    (loadRes itself fails on an empty list).
+    segmentation is left out, so the area is w * h; for "keypoints" both are left out, so
+    loadRes takes the area and box from the keypoints' extent (as torchvision's reference
+    evaluation, which writes keypoint results without a box).  No results gives an empty
+    object (loadRes itself fails on an empty list).
     """
-    key = "segmentation" if iou_type == "segm" else "bbox"
+    key = {"segm": "segmentation", "keypoints": "keypoints"}.get(iou_type, "bbox")
     mine = []
     for r in results:
         if key not in r:
@@ -152,31 +197,70 @@ def _results_for(coco_gt, results, iou_type):
     return dt
 
 
-def coco_evaluate(coco_gt, results, iou_types=("bbox", "segm")):
+def coco_evaluate(coco_gt, results, iou_types=("bbox", "segm"), kpt_oks_sigmas=None):
     """COCO AP of ``results`` against ``coco_gt``, by pycocotools COCOeval, quietly.
 
     Inputs:
       coco_gt: pycocotools COCO (or a CocoDataset, or the path of an instances JSON)
       results: list of COCO result dicts (``predictions_to_coco_results``); may be empty
-      iou_types: any of "bbox", "segm"
+      iou_types: any of "bbox", "segm", "keypoints"
+      kpt_oks_sigmas: [K] per-keypoint sigmas for "keypoints" (default: ``oks_sigmas_for``
+        the ground truth's keypoint names: the stick figures' or COCO's person sigmas)
 
     Returns {iou_type: {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100",
     "ARs", "ARm", "ARl", "AP@50", "AP@55", ..., "AP@95": float}} (the last ten: AP at each
-    IoU threshold, see ``ap_at_iou``); no detections give 0 (and -1 where there is no ground
-    truth).
+    IoU threshold, see ``ap_at_iou``); for "keypoints" the names are KEYPOINT_STAT_NAMES and
+    "AP@50" ... "AP@95" (at each OKS threshold). No detections give 0 (and -1 where there is
+    no ground truth). "keypoints" evaluates only the categories that list keypoints.
     """
     coco_gt = _as_coco(coco_gt)
     stats = {}
     for iou_type in iou_types:
+        if iou_type not in ("bbox", "segm", "keypoints"):
+            raise ValueError(f"unknown iou_type {iou_type!r}: use 'bbox', 'segm' or 'keypoints'")
         with contextlib.redirect_stdout(io.StringIO()):
             coco_dt = _results_for(coco_gt, results, iou_type)
             ev = COCOeval(coco_gt, coco_dt, iou_type)
+            names = STAT_NAMES
+            if iou_type == "keypoints":
+                _keypoint_params(ev.params, coco_gt, kpt_oks_sigmas)
+                names = KEYPOINT_STAT_NAMES
             ev.evaluate()
             ev.accumulate()
             ev.summarize()
-        stats[iou_type] = {name: float(v) for name, v in zip(STAT_NAMES, ev.stats)}
+        stats[iou_type] = {name: float(v) for name, v in zip(names, ev.stats)}
         stats[iou_type].update(zip(AP_AT_IOU_NAMES, ap_at_iou(ev)))
     return stats
+
+
+def oks_sigmas_for(keypoint_names):
+    """The OKS sigmas [K] of a known set of keypoint names: the stick figures'
+    (``stickfigures.OKS_SIGMAS``, chosen there from COCO's nearest body parts) or COCO's 17
+    person keypoints' (pycocotools' defaults). Raises ValueError for any other set: choose
+    its sigmas and pass them as ``kpt_oks_sigmas``."""
+    from mrcnn_np.data.stickfigures import KEYPOINT_NAMES, OKS_SIGMAS
+    names = tuple(str(n) for n in keypoint_names)
+    known = {KEYPOINT_NAMES: OKS_SIGMAS, COCO_PERSON_KEYPOINTS: COCO_PERSON_SIGMAS}
+    if names not in known:
+        raise ValueError(f"no OKS sigmas known for the keypoints {list(names)[:4]}...; pass"
+                         f" kpt_oks_sigmas (one per keypoint)")
+    return np.array(known[names], np.float64)
+
+
+def _keypoint_params(params, coco_gt, kpt_oks_sigmas):
+    """Point COCOeval's keypoint parameters at our keypoints: the categories that list
+    keypoints, and one sigma per keypoint."""
+    cats = [c for c in coco_gt.dataset["categories"] if c.get("keypoints")]
+    if not cats:
+        raise ValueError("keypoint AP needs ground truth with keypoints (no category lists any)")
+    names = cats[0]["keypoints"]
+    sigmas = (oks_sigmas_for(names) if kpt_oks_sigmas is None
+              else np.asarray(kpt_oks_sigmas, np.float64).reshape(-1))
+    if len(sigmas) != len(names) or not (np.isfinite(sigmas).all() and (sigmas > 0).all()):
+        raise ValueError(f"kpt_oks_sigmas must be {len(names)} positive numbers (one per"
+                         f" keypoint), not {sigmas.tolist()}")
+    params.catIds = sorted(c["id"] for c in cats)
+    params.kpt_oks_sigmas = sigmas
 
 
 def ap_at_iou(ev):
@@ -253,7 +337,8 @@ def check_results(results, coco_gt, source="results"):
     """Check a COCO results list (as ``loadRes`` reads it) against the ground truth, and
     return it ready for ``coco_evaluate``: each entry a dict with a known ``image_id``, a known
     ``category_id``, a finite number ``score``, and a ``bbox`` [x, y, w, h] of 4 finite numbers
-    and/or a ``segmentation`` (RLE, or polygons, which are turned into RLE here).
+    and/or a ``segmentation`` (RLE, or polygons, which are turned into RLE here) and/or
+    ``keypoints`` (3 K finite numbers, K its category's keypoints).
 
     Raises ValueError, one line naming ``source`` and the first bad entry by its index, for
     anything else (unknown ids, a missing score, a string bbox, ...)."""
@@ -276,8 +361,13 @@ def check_results(results, coco_gt, source="results"):
                 raise ValueError(f"{where}: {key!r} is not an integer: {str(r[key])[:40]}")
         if not _is_number(r["score"]):
             raise ValueError(f"{where}: 'score' is not a finite number: {str(r['score'])[:40]}")
-        if "bbox" not in r and "segmentation" not in r:
-            raise ValueError(f"{where} has neither 'bbox' nor 'segmentation'")
+        if "bbox" not in r and "segmentation" not in r and "keypoints" not in r:
+            raise ValueError(f"{where} has no 'bbox', 'segmentation' or 'keypoints'")
+        if "keypoints" in r and not (isinstance(r["keypoints"], (list, tuple))
+                                     and len(r["keypoints"]) % 3 == 0 and r["keypoints"]
+                                     and all(_is_number(v) for v in r["keypoints"])):
+            raise ValueError(f"{where}: 'keypoints' is not 3 K finite numbers [x1, y1, v1, ...]:"
+                             f" {str(r['keypoints'])[:60]}")
         if "bbox" in r and not (isinstance(r["bbox"], (list, tuple)) and len(r["bbox"]) == 4
                                 and all(_is_number(v) for v in r["bbox"])):
             raise ValueError(f"{where}: 'bbox' is not 4 finite numbers [x, y, w, h]: "
@@ -288,6 +378,10 @@ def check_results(results, coco_gt, source="results"):
         if r["category_id"] not in coco_gt.cats:
             unknown_cats.add(r["category_id"])
             continue
+        n_kp = len(coco_gt.cats[r["category_id"]].get("keypoints") or [])
+        if "keypoints" in r and len(r["keypoints"]) != 3 * n_kp:
+            raise ValueError(f"{where}: {len(r['keypoints'])} keypoint numbers, but its category"
+                             f" has {n_kp} keypoints ({3 * n_kp} numbers)")
         r = dict(r)
         if "segmentation" in r:
             r["segmentation"] = _as_rle(r["segmentation"], coco_gt.imgs[r["image_id"]], where)
@@ -327,11 +421,14 @@ def _as_rle(seg, img, where):
 
 
 def format_table(stats, keys=("AP", "AP50", "AP75", "APs", "APm", "APl")):
-    """A small aligned text table: one row per IoU type, one column per statistic."""
-    head = f"{'':6s}" + "".join(f"{k:>8s}" for k in keys)
+    """A small aligned text table: one row per IoU type, one column per statistic ("-" where
+    a type has no such statistic, e.g. APs for keypoints)."""
+    width = max([6] + [len(t) for t in stats])
+    head = " " * width + "".join(f"{k:>8s}" for k in keys)
     rows = [head]
     for iou_type, s in stats.items():
-        rows.append(f"{iou_type:6s}" + "".join(f"{s[k]:8.3f}" for k in keys))
+        rows.append(f"{iou_type:{width}s}" + "".join(f"{s[k]:8.3f}" if k in s else f"{'-':>8s}"
+                                                     for k in keys))
     return "\n".join(rows)
 
 
