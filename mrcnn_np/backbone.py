@@ -1,7 +1,8 @@
 """The backbone: a ResNet body (C2..C5) and a feature pyramid (P2..P6), with backward (chapter 02).
 
 Layout and parameter names are torchvision's, so that ``ResNetFPN().state_dict()`` has exactly the
-keys of ``torchvision.models.detection.maskrcnn_resnet50_fpn().backbone.state_dict()``:
+keys of ``torchvision.models.detection.maskrcnn_resnet50_fpn().backbone.state_dict()``, and
+``resnet101_fpn()`` those of ``resnet_fpn_backbone(backbone_name="resnet101", ...)``:
 
     body.conv1, body.bn1                       stem: 7x7 conv stride 2, norm, ReLU, 3x3 max-pool s2
     body.layer{1..4}.{j}.conv1/bn1/...         bottleneck blocks (v1.5: the stride is on the 3x3)
@@ -169,8 +170,9 @@ class Bottleneck(Module):
 class ResNetBody(Module):
     """ResNet stem + four stages -> C2..C5 (torchvision's IntermediateLayerGetter of layer1..4).
 
-    block_counts (3, 4, 6, 3) and width 64 are ResNet-50 (ResNet paper, Table 1). Stage s (1..4)
-    has inner width ``width * 2**(s-1)`` and outputs ``EXPANSION * width * 2**(s-1)`` channels.
+    block_counts (3, 4, 6, 3) and width 64 are ResNet-50, (3, 4, 23, 3) ResNet-101 (ResNet paper,
+    Table 1; ``RESNET_BLOCKS``). Stage s (1..4) has inner width ``width * 2**(s-1)`` and outputs
+    ``EXPANSION * width * 2**(s-1)`` channels.
     """
 
     def __init__(self, block_counts=(3, 4, 6, 3), width=64, norm="frozen", rng=None):
@@ -329,7 +331,8 @@ class ResNetFPN(Module):
     """ResNet body + FPN; children ``body`` and ``fpn`` as torchvision's BackboneWithFPN.
 
     Arguments
-        block_counts     bottlenecks per stage; (3, 4, 6, 3) is ResNet-50
+        block_counts     bottlenecks per stage; (3, 4, 6, 3) is ResNet-50, (3, 4, 23, 3)
+                         ResNet-101
         width            stem channels and layer1's inner width; 64 is ResNet-50
         fpn_channels     F, the channels of every P level (torchvision: 256)
         norm             "frozen" (FrozenBatchNorm2d, torchvision's default with pretrained
