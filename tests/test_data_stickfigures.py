@@ -351,7 +351,8 @@ def test_categories_without_keypoints_and_sets_without_keypoints(tmp_path):
     # A category without keypoints beside one with: its instances get K unlabelled keypoints.
     img, ann = _write_keypoint_set(tmp_path / "a", [None], extra_categories=[{"id": 2, "name": "ball"}])
     data = json.loads(ann.read_text())
-    data["annotations"].append(dict(data["annotations"][0], id=2, category_id=2))
+    data["annotations"].append(dict(data["annotations"][0], id=2, category_id=2,
+                                    keypoints=[1.5, 1.5, 2], num_keypoints=1))  # (not read)
     ann.write_text(json.dumps(data))
     s = CocoDataset(img, ann).get(0, flip=True)
     assert s["keypoints"].shape == (2, 3, 3) and (s["keypoints"] == 0).all()

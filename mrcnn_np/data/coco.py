@@ -210,7 +210,7 @@ class CocoDataset:
         self.num_classes = len(self.class_names)
         self.keypoint_names, self.skeleton, self.flip_indices = _keypoint_metadata(
             data["categories"], self.ann_file)
-        kp_cats = {c["id"] for c in data["categories"] if c.get("keypoints")}
+        self._kp_cats = kp_cats = {c["id"] for c in data["categories"] if c.get("keypoints")}
 
         self.ids = sorted(self.coco.imgs)
         missing = [self.coco.imgs[i]["file_name"] for i in self.ids
@@ -312,7 +312,7 @@ class CocoDataset:
         K = len(self.keypoint_names) if self.keypoint_names is not None else 0
         keypoints = np.zeros((len(anns), K, 3), np.float32)           # [G, K, 3] = (x, y, v)
         for g, a in enumerate(anns):
-            if K and a.get("keypoints"):
+            if K and a["category_id"] in self._kp_cats and a.get("keypoints"):
                 keypoints[g] = np.asarray(a["keypoints"], np.float32).reshape(K, 3)
 
         if flip:

@@ -39,8 +39,10 @@ clicks around each body part, relative to the object's scale (pycocotools' cocoe
 Ronchi & Perona 2017). Ours reuse COCO's value of the nearest body part: head ~ nose 0.026,
 neck ~ shoulders 0.079 (the arms start at the neck), hands ~ wrists 0.062, pelvis ~ hips 0.107,
 knees ~ knees 0.087, feet ~ ankles 0.089. The OKS scale s^2 is the annotation's ``area`` (its
-visible pixels), as for COCO; a stick figure covers about a fifth of its box, less than a
-COCO person, so the same pixel error costs more OKS here than on a person of the same height.
+visible pixels), as for COCO. A stick figure fills about a third of its box (median 0.31 over
+120 uncovered figures), a solid silhouette more, so the same pixel error costs more OKS here
+than on a person of the same height: with the true keypoints moved by Gaussian noise of 0.5 /
+1 / 2 px per axis, 50 validation images at 128 px score keypoint AP 0.99 / 0.84 / 0.52.
 
 Layout on disk (what ``make_figures_dataset`` writes; the shapes data set's layout)::
 
