@@ -1,7 +1,20 @@
-"""Pictures of instances: translucent masks, boxes and "label score" captions (PIL, no display).
+"""Pictures of instances: translucent masks, boxes, "label score" captions and keypoint
+skeletons (PIL, no display), and keypoints on a matplotlib Axes for the chapters.
 
     canvas = draw_instances(image, boxes, labels, scores, masks, class_names)  # [H, W, 3] uint8
+    canvas = draw_instances(image, boxes, labels, keypoints=kp, skeleton=SKELETON,
+                            keypoint_names=KEYPOINT_NAMES)                     # + skeletons
     save_gallery([(image, prediction), ...], "gallery.png", class_names=names)
+    draw_keypoints(ax, kp, SKELETON, KEYPOINT_NAMES)                           # matplotlib
+
+Keypoints follow COCO: ``(x, y, v)`` in continuous pixel coordinates (pixel column j covers
+[j, j + 1), its centre is j + 0.5), v = 2 visible, 1 labelled but occluded, 0 not labelled.
+Both drawings share one convention: a keypoint with v = 0 is not drawn, nor is any skeleton
+edge that touches it; v = 2 is a dot of its colour outlined in black, v = 1 a ring of its
+colour round a black centre (a model's predictions, which carry torchvision's placeholder
+v = 1, are drawn as dots: a model does not predict occlusion). Colours tell the sides apart, from the names: the figure's ``left_*`` parts in
+KEYPOINT_LEFT, ``right_*`` in KEYPOINT_RIGHT, the others in KEYPOINT_CENTRE; an edge takes
+the colour of its side (an edge from a centre part to a side part is that side's).
 """
 from pathlib import Path
 
@@ -11,6 +24,14 @@ from PIL import Image, ImageDraw, ImageFont
 MASK_ALPHA = 0.45   # opacity of a mask's colour over the image
 OBJECT_IOU = 0.5    # detections overlapping more than this are taken as one object (pictures)
 GALLERY_TILE = 256  # least side of a gallery tile in pixels: 128-px images are drawn at 2x
+
+# Keypoints: colours of the figure's left parts, right parts and the rest (RGB 0..255), chosen
+# apart from PALETTE[1] (orange, the "person" label's masks and boxes); black outlines keep
+# them readable on any background.
+KEYPOINT_LEFT = (0, 200, 255)      # light blue
+KEYPOINT_RIGHT = (255, 60, 200)    # magenta
+KEYPOINT_CENTRE = (255, 230, 0)    # yellow
+KEYPOINT_RADIUS = 2.0              # dot radius in pixels at scale 1 (grows with ``scale``)
 
 # Colour of label l is PALETTE[l % len(PALETTE)] (matplotlib's "tab10", as 0..255 RGB).
 PALETTE = np.array([
@@ -54,6 +75,127 @@ def blend_masks(canvas, masks, labels, mask_threshold=0.5):
     return canvas
 
 
+def keypoint_colours(keypoint_names=None, num_keypoints=None):
+    """Colour of each keypoint from its name: [K, 3] uint8 RGB.
+
+    ``left_*`` (or any name with the word left: ``left_hand``, ``Left-eye``) is KEYPOINT_LEFT,
+    a name with right KEYPOINT_RIGHT, any other (``head``, ``pelvis``) KEYPOINT_CENTRE.
+    Without names every one of the ``num_keypoints`` keypoints is KEYPOINT_CENTRE."""
+    import re
+    if keypoint_names is None:
+        if num_keypoints is None:
+            raise ValueError("give keypoint_names or num_keypoints")
+        return np.tile(np.array(KEYPOINT_CENTRE, np.uint8), (int(num_keypoints), 1))
+    out = []
+    for name in keypoint_names:
+        words = set(re.split(r"[^a-z]+", str(name).lower()))
+        out.append(KEYPOINT_LEFT if "left" in words else
+                   KEYPOINT_RIGHT if "right" in words else KEYPOINT_CENTRE)
+    return np.array(out, np.uint8).reshape(-1, 3)
+
+
+def _check_keypoints(keypoints, skeleton, keypoint_names):
+    """keypoints as [G, K, 3] float64 (a [K, 3] array is one instance), skeleton as [E, 2]
+    0-based int64, after checking both; raises ValueError on a bad shape or edge."""
+    kp = np.asarray(keypoints, np.float64)
+    if kp.ndim == 2:
+        kp = kp[None]                                                    # [1, K, 3]
+    if kp.ndim != 3 or kp.shape[2] != 3:
+        raise ValueError(f"keypoints must be [G, K, 3] or [K, 3] = (x, y, v), got shape "
+                         f"{np.shape(keypoints)}")
+    K = kp.shape[1]
+    if keypoint_names is not None and len(keypoint_names) != K:
+        raise ValueError(f"{len(keypoint_names)} keypoint names for {K} keypoints")
+    edges = np.asarray(skeleton if skeleton is not None else np.zeros((0, 2)), np.int64)
+    edges = edges.reshape(-1, 2) - 1                                     # [E, 2], 0-based
+    if edges.size and (edges.min() < 0 or edges.max() >= K):
+        raise ValueError(f"skeleton edges are 1-based keypoint numbers (COCO) in 1..{K}, got "
+                         f"{(edges + 1).tolist()}")
+    return kp, edges
+
+
+def _edge_colours(colours, edges):
+    """[E, 3] uint8: each edge takes the colour of its side end (a centre-centre edge stays
+    KEYPOINT_CENTRE; of two side ends, the first's)."""
+    centre = np.array(KEYPOINT_CENTRE, np.uint8)
+    a, b = colours[edges[:, 0]], colours[edges[:, 1]]                     # [E, 3] each
+    a_is_centre = (a == centre).all(1, keepdims=True)                     # [E, 1]
+    return np.where(a_is_centre, b, a)
+
+
+def draw_keypoints(ax, keypoints, skeleton, keypoint_names=None, offset=-0.5, radius=None,
+                   linewidth=2.0, show_names=False, fontsize=7, predicted=False):
+    """Draw keypoints and their skeleton on a matplotlib Axes (the chapters' pictures).
+
+    Inputs:
+      ax: a matplotlib Axes, usually holding ``ax.imshow(image)``
+      keypoints: [G, K, 3] (or [K, 3]) = (x, y, v) in image pixels (COCO coordinates)
+      skeleton: [E, 2] 1-based keypoint numbers, as COCO's category ``skeleton`` (or None)
+      keypoint_names: K names, for the colours (``keypoint_colours``) and ``show_names``
+      offset: added to x and y before plotting. imshow's default extent puts pixel j's centre
+        at j, while COCO puts it at j + 0.5, hence -0.5; use 0 for an image shown with
+        ``extent=(0, W, H, 0)``
+      radius: the dot's radius in points (default 2.5 * linewidth)
+      linewidth: of the skeleton's edges and the rings, in points
+      show_names: write each drawn keypoint's name beside it
+      predicted: the v of predictions is a placeholder: draw every v > 0 as a dot
+
+    Returns the Axes. v = 0 keypoints, and the edges touching them, are not drawn; v = 2 is a
+    dot, v = 1 a ring (module docstring); edges are drawn first, under the dots. Nothing else
+    of the Axes (limits, title) is changed.
+    """
+    kp, edges = _check_keypoints(keypoints, skeleton, keypoint_names)
+    colours = keypoint_colours(keypoint_names, kp.shape[1]) / 255.0       # [K, 3] in 0..1
+    edge_colours = _edge_colours(keypoint_colours(keypoint_names, kp.shape[1]), edges) / 255.0
+    size = 2.5 * linewidth if radius is None else radius
+    limits = ax.get_xlim(), ax.get_ylim(), ax.get_autoscale_on()
+    for inst in kp:                                                       # [K, 3]
+        x, y, v = inst[:, 0] + offset, inst[:, 1] + offset, inst[:, 2]
+        for (i, j), c in zip(edges, edge_colours):
+            if v[i] > 0 and v[j] > 0:
+                ax.plot([x[i], x[j]], [y[i], y[j]], "-", color=c, lw=linewidth,
+                        solid_capstyle="round", zorder=3)
+        for k in np.flatnonzero(v > 0):
+            if predicted or v[k] >= 2:                                   # a dot
+                ax.plot(x[k], y[k], "o", ms=2 * size, mew=1.0, mec="k", mfc=colours[k],
+                        zorder=4)
+            else:                                      # v = 1: a ring, coloured round black
+                ax.plot(x[k], y[k], "o", ms=2 * size, mew=linewidth, mec=colours[k], mfc="k",
+                        zorder=4)
+            if show_names and keypoint_names is not None:
+                ax.annotate(keypoint_names[k], (x[k], y[k]), xytext=(4, 3),
+                            textcoords="offset points", fontsize=fontsize, color="w",
+                            bbox=dict(boxstyle="round,pad=0.15", fc="k", ec="none", alpha=0.6),
+                            zorder=5)
+    ax.set_xlim(limits[0])
+    ax.set_ylim(limits[1])
+    ax.set_autoscale_on(limits[2])
+    return ax
+
+
+def _draw_keypoints_pil(draw, kp, edges, colours, scale, predicted, shown=None):
+    """Skeletons and dots of ``kp`` [G, K, 3] onto a PIL ImageDraw of a picture drawn
+    ``scale`` times larger; ``shown`` [G, K] bool, or None for every keypoint with v > 0."""
+    r = KEYPOINT_RADIUS * scale
+    lw = max(1, int(round(scale)))
+    edge_colours = _edge_colours(colours, edges)
+    for g, inst in enumerate(kp):
+        # continuous COCO coordinates -> PIL's (pixel j is the unit square about j): x s - 0.5
+        x, y = inst[:, 0] * scale - 0.5, inst[:, 1] * scale - 0.5         # [K] each
+        on = inst[:, 2] > 0 if shown is None else shown[g] & (inst[:, 2] > 0)  # [K]
+        for (i, j), c in zip(edges, edge_colours):
+            if on[i] and on[j]:
+                draw.line([(x[i], y[i]), (x[j], y[j])], fill=(0, 0, 0), width=lw + 2)
+                draw.line([(x[i], y[i]), (x[j], y[j])], fill=tuple(int(t) for t in c), width=lw)
+        for k in np.flatnonzero(on):
+            c = tuple(int(t) for t in colours[k])
+            box = [x[k] - r, y[k] - r, x[k] + r, y[k] + r]
+            if predicted or inst[k, 2] >= 2:                              # a dot
+                draw.ellipse(box, fill=c, outline=(0, 0, 0))
+            else:                                      # v = 1: a ring, coloured round black
+                draw.ellipse(box, fill=(0, 0, 0), outline=c, width=lw)
+
+
 def one_per_object(boxes, scores, iou_threshold=OBJECT_IOU):
     """Indices of the detections to draw, one per object: greedy NMS across classes.
 
@@ -68,7 +210,9 @@ def one_per_object(boxes, scores, iou_threshold=OBJECT_IOU):
 
 
 def draw_instances(image, boxes, labels, scores=None, masks=None, class_names=None,
-                   score_threshold=0.5, mask_threshold=0.5, scale=1, one_label_per_object=True):
+                   score_threshold=0.5, mask_threshold=0.5, scale=1, one_label_per_object=True,
+                   keypoints=None, skeleton=None, keypoint_names=None, keypoints_scores=None,
+                   keypoint_score_threshold=None):
     """Draw detections (or ground truth) on an image.
 
     Inputs:
@@ -84,6 +228,13 @@ def draw_instances(image, boxes, labels, scores=None, masks=None, class_names=No
         that captions on small images stay readable
       one_label_per_object: with scores, draw only the top-scoring detection of each object
         (:func:`one_per_object`); ground truth (no scores) is always drawn whole
+      keypoints: [D, K, 3] = (x, y, v) in image pixels, or None: each drawn instance's
+        skeleton, over its box (module docstring: v = 0 hidden, v = 2 dot, v = 1 ring; with
+        scores, the keypoints are predictions and every v > 0 is a dot)
+      skeleton: [E, 2] 1-based keypoint numbers (COCO's ``skeleton``), or None (dots only)
+      keypoint_names: K names, which colour the sides (``keypoint_colours``)
+      keypoints_scores: [D, K], or None; with keypoint_score_threshold, a keypoint scoring
+        below it is not drawn (nor its edges). torchvision's keypoint scores are heatmap logits
 
     Returns [scale*H, scale*W, 3] uint8: masks blended with opacity MASK_ALPHA in the label's
     colour, a box outline in that colour, and a "name score" caption above the box, moved
@@ -109,11 +260,24 @@ def draw_instances(image, boxes, labels, scores=None, masks=None, class_names=No
     out = Image.fromarray(np.round(canvas).astype(np.uint8))
     draw = ImageDraw.Draw(out)
     font = ImageFont.load_default()
+    for d in np.flatnonzero(keep):
+        x1, y1, x2, y2 = boxes[d]
+        draw.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=label_colour(labels[d]),
+                       width=scale)
+    if keypoints is not None:  # over the boxes, under the captions
+        kp, edges = _check_keypoints(keypoints, skeleton, keypoint_names)
+        if len(kp) != len(labels):
+            raise ValueError(f"{len(kp)} keypoint instances for {len(labels)} boxes")
+        shown = None
+        if keypoints_scores is not None and keypoint_score_threshold is not None:
+            shown = np.asarray(keypoints_scores, np.float64).reshape(kp.shape[:2])[keep] \
+                >= keypoint_score_threshold                               # [D', K]
+        _draw_keypoints_pil(draw, kp[keep], edges, keypoint_colours(keypoint_names, kp.shape[1]),
+                            scale, predicted=scores is not None, shown=shown)
     placed = []  # (l, t, r, b) of the captions drawn so far
     for d in np.flatnonzero(keep):
         colour = label_colour(labels[d])
         x1, y1, x2, y2 = boxes[d]
-        draw.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=colour, width=scale)
         name = class_names[int(labels[d])] if class_names is not None else str(int(labels[d]))
         text = name if scores is None else f"{name} {float(scores[d]):.2f}"
         l, t, r, b = draw.textbbox((0, 0), text, font=font)             # the caption's size
@@ -135,14 +299,18 @@ def draw_instances(image, boxes, labels, scores=None, masks=None, class_names=No
 
 
 def save_gallery(images_with_preds, path, cols=4, class_names=None, score_threshold=0.5, pad=4,
-                 min_side=GALLERY_TILE):
+                 min_side=GALLERY_TILE, skeleton=None, keypoint_names=None,
+                 keypoint_score_threshold=None):
     """Save a grid of pictures as one PNG.
 
     Inputs:
       images_with_preds: list whose items are either an already drawn [H, W, 3] uint8 image
         or a pair (image, prediction) with prediction a dict of boxes, labels and optionally
-        scores and masks (torchvision's output, or a data set sample for ground truth)
+        scores and masks (torchvision's output, or a data set sample for ground truth), and
+        optionally keypoints [D, K, 3] and keypoints_scores [D, K] (a keypoint model's output)
       path: the PNG to write
+      skeleton, keypoint_names, keypoint_score_threshold: how keypoints are drawn
+        (``draw_instances``)
       cols: pictures per row; pad: white pixels between pictures
 
     Returns the path.  Pictures of different sizes sit top-left in equal cells. Each picture
@@ -158,7 +326,10 @@ def save_gallery(images_with_preds, path, cols=4, class_names=None, score_thresh
             scale = max(1, -(-min_side // side))  # the least integer making a tile >= min_side
             tiles.append(draw_instances(image, pred["boxes"], pred["labels"], pred.get("scores"),
                                         pred.get("masks"), class_names, score_threshold,
-                                        scale=scale))
+                                        scale=scale, keypoints=pred.get("keypoints"),
+                                        skeleton=skeleton, keypoint_names=keypoint_names,
+                                        keypoints_scores=pred.get("keypoints_scores"),
+                                        keypoint_score_threshold=keypoint_score_threshold))
         else:
             tiles.append(to_uint8_hwc(item))
     if not tiles:
