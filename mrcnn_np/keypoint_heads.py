@@ -23,6 +23,7 @@ import numpy as np
 from .nn import init
 from .nn.modules import Conv2d, ConvTranspose2d, Module, ReLU, Sequential
 from .nn.resample import upsample_bilinear_backward, upsample_bilinear_forward
+from .transform import Transform
 
 KEYPOINT_DECONV_KERNEL = 4  # torchvision keypoint_rcnn.py: kernel 4, stride 2, padding 4 // 2 - 1
 KEYPOINT_UP_SCALE = 2  # then F.interpolate(scale_factor=2, bilinear, align_corners=False)
@@ -98,3 +99,28 @@ def resize_keypoints(keypoints, original_size, new_size):
     out[..., 0] *= keypoints.dtype.type(ratio_w)
     out[..., 1] *= keypoints.dtype.type(ratio_h)
     return out
+
+
+class KeypointTransform(Transform):
+    """``transform.Transform`` that also carries keypoints through the resize, as torchvision's
+    ``GeneralizedRCNNTransform`` does: a target's ``keypoints`` [G, K, 3] are scaled to the
+    resized image with the boxes (``resize_keypoints``), and a detection's ``keypoints``
+    [D, K, 3] back to the original image in ``postprocess``. Without a ``keypoints`` entry it
+    is the plain transform. (Visibility is unchanged: a resize moves no keypoint in or out.)
+    """
+
+    def __call__(self, images, targets=None, training=False, rng=None):
+        batch, image_sizes, out_targets = super().__call__(images, targets, training, rng)
+        if out_targets is not None:
+            for t, image, new_hw in zip(out_targets, images, image_sizes):
+                if "keypoints" in t:
+                    t["keypoints"] = resize_keypoints(t["keypoints"], np.shape(image)[-2:],
+                                                      new_hw)  # [G, K, 3]
+        return batch, image_sizes, out_targets
+
+    def postprocess(self, detections, image_sizes, original_sizes, paste_masks=True):
+        results = super().postprocess(detections, image_sizes, original_sizes, paste_masks)
+        for r, im_s, o_im_s in zip(results, image_sizes, original_sizes):
+            if "keypoints" in r:
+                r["keypoints"] = resize_keypoints(r["keypoints"], im_s, o_im_s)  # [D, K, 3]
+        return results

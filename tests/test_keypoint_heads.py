@@ -234,3 +234,119 @@ def test_resize_keypoints_matches_torchvision():
     np.testing.assert_array_equal(kp, resize_keypoints(kp, (5, 5), (5, 5)))
     with pytest.raises(ValueError, match=r"\[G, K, 3\]"):
         resize_keypoints(np.zeros((3, 2)), (5, 5), (10, 10))
+
+
+# ---------------------------------------------------------------------------------------
+# the whole model's total loss, keypoint branch on (float64 finite differences)
+# ---------------------------------------------------------------------------------------
+def _keypoint_scene(rng, K=3):
+    """test_model's two-object scene plus K keypoints per object, inside its box; the second
+    object's last keypoint unlabelled (v = 0), one occluded (v = 1)."""
+    from test_model import _scene
+    img, tgt = _scene(rng, dtype=np.float64)
+    kp = np.zeros((2, K, 3))
+    for g, (x1, y1, x2, y2) in enumerate(tgt["boxes"]):
+        u = rng.uniform(0.15, 0.85, (K, 2))
+        kp[g, :, 0], kp[g, :, 1], kp[g, :, 2] = x1 + u[:, 0] * (x2 - x1), y1 + u[:, 1] * (y2 - y1), 2
+    kp[1, -1, 2], kp[1, 0, 2] = 0, 1
+    return img, dict(tgt, keypoints=kp)
+
+
+def test_total_loss_gradient_with_the_keypoint_branch():
+    """The tiny preset with a keypoint branch (K = 3, two conv layers of 8 channels) and the
+    mask branch, float64: the total loss (six losses) by central differences at three entries
+    (largest gradient, a random one, the one nearest zero) of every keypoint tensor and of
+    P2's FPN conv (the other tensors' total-loss gradient is tests/test_model.py's check).
+    Then L_keypoint alone (``loss_weights``: 1 for it, 0 for the others) at three backbone
+    tensors: their gradient is then only the path from the keypoint loss through predictor,
+    head and RoIAlign into P2 and down the FPN and ResNet.
+    Tolerance per tensor as tests/test_model.py: 2e-8 + 1e-4 of its largest gradient; an
+    entry on a ReLU kink must match one of the one-sided derivatives. Samples drawn once, so
+    the loss is a smooth function of the weights."""
+    from test_model import _check_entry, _entries, _fixed_samples, _tiny_model
+    rng = np.random.default_rng(0)
+    model = _tiny_model(np.float64, box_batch_size_per_image=16, backend="numpy",
+                        keypoints=3, keypoint_layers=(8, 8))
+    assert model.loss_names[-1] == "loss_keypoint" and len(model.loss_names) == 6
+    img, tgt = _keypoint_scene(rng)
+    batch, image_sizes, samples = _fixed_samples(model, [img], [tgt])
+    assert samples.keypoint_valid.sum() >= 4, "need valid keypoints to test the branch"
+    features = model.features_forward(batch)
+
+    def total(weights):
+        return lambda f: sum(weights[k] * v for k, v in
+                             model.loss_forward(f, samples, image_sizes)[0].items())
+
+    everything = {k: 1.0 for k in model.loss_names}
+    only_kp = {k: float(k == "loss_keypoint") for k in model.loss_names}
+    # P2's output conv (the RoIs of 32-40 px pool from P2), a lateral reached through the
+    # top-down path, and the stem
+    backbone = ["backbone.fpn.layer_blocks.0.0.weight", "backbone.fpn.inner_blocks.1.0.weight",
+                "backbone.body.conv1.weight"]
+    named = {n: (p, g) for n, p, g in model.named_parameters()}
+    keypoint_tensors = [n for n in named if "keypoint" in n]
+    assert len(keypoint_tensors) == 6
+    plan = [(everything, keypoint_tensors + backbone[:1]), (only_kp, backbone)]
+    pick = np.random.default_rng(2)
+    checked, kinks = 0, []
+    for weights, names in plan:
+        _, cache = model.loss_forward(features, samples, image_sizes)
+        model.zero_grad()
+        model.backward_train(cache, loss_weights=weights)
+        loss_of = total(weights)
+        for name in names:
+            p, g = named[name]
+            g = g.copy()
+            assert np.abs(g).max() > 0, f"no gradient reaches {name}"
+            tol = 2e-8 + 1e-4 * float(np.abs(g).max())
+            flat = p.reshape(-1)
+            head_only = name.startswith("roi_heads.")
+
+            def loss_at(value, i=None):
+                old = flat[i]
+                flat[i] = value
+                out = loss_of(features if head_only else model.features_forward(batch))
+                flat[i] = old
+                return out
+
+            for i in _entries(g, pick):
+                checked += 1
+                if _check_entry(lambda v: loss_at(v, i), name, i, flat[i], g.reshape(-1)[i], tol):
+                    kinks.append(name)
+    assert checked == 3 * (len(plan[0][1]) + len(plan[1][1]))
+    assert len(kinks) <= checked // 5, kinks
+
+
+def test_keypoint_transform_resizes_targets_and_detections_as_torchvision():
+    """The model's transform scales target keypoints with the image (training) and detected
+    keypoints back to the original image (postprocess), as GeneralizedRCNNTransform does."""
+    torch, _ = oracle()
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+    from mrcnn_np.keypoint_heads import KeypointTransform
+    rng = np.random.default_rng(0)
+    images = [rng.random((3, 90, 130)).astype(np.float32), rng.random((3, 77, 61)).astype(np.float32)]
+    targets = []
+    for im in images:
+        h, w = im.shape[1:]
+        kp = np.concatenate([rng.uniform(0, w, (2, 5, 1)), rng.uniform(0, h, (2, 5, 1)),
+                             rng.integers(0, 3, (2, 5, 1))], 2).astype(np.float32)
+        targets.append(dict(boxes=np.array([[1, 2, 30, 40], [5, 5, 50, 60]], np.float32),
+                            labels=np.array([1, 1]), keypoints=kp))
+    ours = KeypointTransform(min_size=128, max_size=200)
+    tv = GeneralizedRCNNTransform(128, 200, list(ours.image_mean), list(ours.image_std))
+    tv.train()
+    _, sizes, out = ours(images, targets, training=True)
+    tv_list, tv_out = tv([torch.from_numpy(im) for im in images],
+                         [{k: torch.from_numpy(v) for k, v in t.items()} for t in targets])
+    assert [tuple(s) for s in sizes] == [tuple(s) for s in tv_list.image_sizes]
+    for o, t, orig in zip(out, tv_out, targets):
+        np.testing.assert_allclose(o["keypoints"], t["keypoints"].numpy(), rtol=0, atol=1e-5)
+        assert o["keypoints"] is not orig["keypoints"]  # the caller's targets are left alone
+    tv.eval()  # (in training mode torchvision's postprocess returns its input)
+    dets = [dict(boxes=t["boxes"], keypoints=t["keypoints"]) for t in out]
+    back = ours.postprocess(dets, sizes, [im.shape[1:] for im in images])
+    tv_back = tv.postprocess([{k: torch.from_numpy(v) for k, v in d.items()} for d in dets],
+                             [tuple(s) for s in sizes], [im.shape[1:] for im in images])
+    for b, t, orig in zip(back, tv_back, targets):
+        np.testing.assert_allclose(b["keypoints"], t["keypoints"].numpy(), rtol=0, atol=1e-5)
+        np.testing.assert_allclose(b["keypoints"], orig["keypoints"], rtol=0, atol=1e-4)
