@@ -194,3 +194,93 @@ def test_tiny_keypoints_overfits_one_image():
         history.append(losses["loss_keypoint"])
     assert abs(history[0] - np.log(56 * 56)) < 0.5
     assert np.mean(history[-3:]) <= 0.8 * np.mean(history[:3]), history
+
+
+def _scene_with_keypoints(rng, K):
+    """A 64 x 80 image with three boxes; the first two have K keypoints inside (a few
+    unlabelled), the third none at all (v = 0 everywhere)."""
+    img = (0.2 + 0.1 * rng.random((3, 64, 80))).astype(np.float32)
+    boxes = np.array([[8, 10, 40, 44], [30, 20, 70, 60], [50, 4, 76, 30]], np.float32)
+    masks = np.zeros((3, 64, 80), np.uint8)
+    kp = np.zeros((3, K, 3), np.float32)
+    for g, (x1, y1, x2, y2) in enumerate(boxes.astype(int)):
+        masks[g, y1:y2, x1:x2] = 1
+        img[:, y1:y2, x1:x2] = np.array([0.9, 0.3 + 0.2 * g, 0.1], np.float32)[:, None, None]
+        if g < 2:
+            u = rng.uniform(0.05, 0.95, (K, 2))
+            kp[g, :, 0], kp[g, :, 1] = x1 + u[:, 0] * (x2 - x1), y1 + u[:, 1] * (y2 - y1)
+            kp[g, :, 2] = rng.choice([0, 1, 2], K, p=[0.2, 0.2, 0.6])
+    return img, dict(boxes=boxes, labels=np.array([1, 1, 1]), masks=masks, keypoints=kp)
+
+
+def test_training_keypoint_loss_equals_torchvisions_on_all_positives(torch, torchvision):
+    """Our L_keypoint (positives whose GT has labelled keypoints only) against torchvision's
+    roi_heads code on ALL positive RoIs of the same step: its MultiScaleRoIAlign(14, 2),
+    KeypointRCNNHeads, KeypointRCNNPredictor with our weights, and ``keypointrcnn_loss`` with
+    the matched GT keypoints. Equal (within float32 rounding, 1e-5 relative): the RoIs we
+    leave out have no valid keypoint, so they add nothing to torchvision's loss either."""
+    from torchvision.models.detection.keypoint_rcnn import (KeypointRCNNHeads,
+                                                            KeypointRCNNPredictor)
+    from torchvision.models.detection.roi_heads import keypointrcnn_loss
+    from torchvision.ops import MultiScaleRoIAlign
+    from test_model import _fixed_samples
+    cfg = tiny_keypoints(min_size=(64,), max_size=96, keypoints=5, keypoint_layers=(16, 16),
+                         box_batch_size_per_image=32, backend="numpy")
+    model = MaskRCNN(cfg, rng=np.random.default_rng(0))
+    img, tgt = _scene_with_keypoints(np.random.default_rng(3), cfg.keypoints)
+    batch, image_sizes, samples = _fixed_samples(model, [img], [tgt])
+    features = model.features_forward(batch)
+    losses, _ = model.loss_forward(features, samples, image_sizes)
+
+    # every positive and its matched GT, re-derived from the sampled RoIs by IoU (the
+    # samples keep labels, not matched indices; each positive's best GT is its match)
+    _, _, tt = model.transform([img], [tgt], training=True, rng=np.random.default_rng(1))
+    pos = samples.pos_rois[0]  # [Rp, 4]
+    matched = box_iou(tt[0]["boxes"], pos).argmax(0)  # [Rp]
+    assert (matched == 2).any(), "the test needs a positive on the object without keypoints"
+    assert len(samples.keypoint_rois[0]) == int((matched != 2).sum())
+
+    def load(module, prefix):
+        sd = {k[len(prefix):]: torch.from_numpy(np.ascontiguousarray(v))
+              for k, v in model.state_dict().items() if k.startswith(prefix)}
+        module.load_state_dict(sd)
+        return module.eval()
+
+    head = load(KeypointRCNNHeads(cfg.fpn_channels, list(cfg.keypoint_layers)),
+                "roi_heads.keypoint_head.")
+    pred = load(KeypointRCNNPredictor(cfg.keypoint_layers[-1], cfg.keypoints),
+                "roi_heads.keypoint_predictor.")
+    pool = MultiScaleRoIAlign(["0", "1", "2", "3"], 14, 2)
+    feats = {str(i): torch.from_numpy(m) for i, m in enumerate(features.maps[:4])}
+    with torch.no_grad():
+        x = pool(feats, [torch.from_numpy(pos)], [tuple(s) for s in image_sizes])
+        logits = pred(head(x))
+        theirs = keypointrcnn_loss(logits, [torch.from_numpy(pos)],
+                                   [torch.from_numpy(tt[0]["keypoints"])],
+                                   [torch.from_numpy(matched)]).item()
+    assert abs(losses["loss_keypoint"] - theirs) <= 1e-5 * theirs
+
+
+def test_empty_cases_of_the_keypoint_branch():
+    """No objects, an image without a ``keypoints`` entry, no detections: zero keypoint loss,
+    empty [0, K, 3] / [0, K] predictions; keypoints of the wrong shape are a ValueError."""
+    cfg = tiny_keypoints(min_size=(64,), max_size=64, box_score_thresh=1.0)  # no detections
+    model = MaskRCNN(cfg, rng=np.random.default_rng(0))
+    K = cfg.keypoints
+    img = np.random.default_rng(0).random((3, 64, 64)).astype(np.float32)
+    none = dict(boxes=np.zeros((0, 4), np.float32), labels=np.zeros(0, np.int64),
+                masks=np.zeros((0, 64, 64), np.uint8), keypoints=np.zeros((0, K, 3), np.float32))
+    no_kp = dict(boxes=np.array([[5, 5, 40, 40]], np.float32), labels=np.array([1]),
+                 masks=np.ones((1, 64, 64), np.uint8))
+    for target in (none, no_kp):
+        losses = model.forward_backward([img], [target], np.random.default_rng(0))
+        assert losses["loss_keypoint"] == 0 and np.isfinite(losses["loss"])
+    for _, _, g in model.named_parameters():
+        assert np.all(np.isfinite(g))
+    assert not model.roi_heads.keypoint_head[0].grads["weight"].any()  # no keypoint, no grad
+    out = model.predict([img])[0]
+    assert out["boxes"].shape == (0, 4)
+    assert out["keypoints"].shape == (0, K, 3) and out["keypoints_scores"].shape == (0, K)
+    bad = dict(no_kp, keypoints=np.zeros((1, K + 1, 3), np.float32))
+    with pytest.raises(ValueError, match=r"\[G, K, 3\]"):
+        model.forward_backward([img], [bad], np.random.default_rng(0))
