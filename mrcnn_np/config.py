@@ -114,7 +114,8 @@ class Config:
                                  f"{', '.join(repr(a) for a in allowed)}")
 
         if self.keypoints < 0:
-            raise ValueError(f"keypoints must be >= 0 (0: no keypoint branch), got {self.keypoints}")
+            raise ValueError(f"keypoints must be >= 0 (0: no keypoint branch), got "
+                             f"{self.keypoints}")
         if self.keypoints and not self.keypoint_layers:
             raise ValueError("the keypoint branch needs at least one layer in keypoint_layers")
 

@@ -300,7 +300,7 @@ class MaskRCNN(Module):
             mask_feats, c_pool_mask = self._pool(
                 f.maps, s.pos_rois, cfg.mask_roi_output_size, cfg.mask_sampling_ratio,
                 image_sizes)  # [Rp, C, 14, 14]
-            m, c_mask_head = heads.mask_head.forward(mask_feats)  # [Rp, C_m, 14, 14] (MLP: [Rp, D_m])
+            m, c_mask_head = heads.mask_head.forward(mask_feats)  # [Rp, C_m, 14, 14] (MLP)
             mask_logits, c_mask_pred = heads.mask_predictor.forward(m)  # [Rp, K, 28, 28]
             loss_mask, c_mask_loss = maskrcnn_loss_forward(mask_logits, labels[labels > 0],
                                                            s.mask_targets, cfg.mask_loss)

@@ -1,6 +1,7 @@
 """The keypoint model end to end: the preset against torchvision's ``keypointrcnn_resnet50_fpn``
-defaults, our model against torchvision's (random weights, no download) on two images, and a
-short over-fit whose keypoint loss falls.
+defaults, our model against torchvision's (random weights, no download) on two images, the
+training keypoint loss against torchvision's roi_heads code, the empty cases, and a short
+over-fit whose keypoint loss falls.
 
 Agreement set-up (as tests/test_model_e2e.py for the mask model): torchvision's model with a
 fixed torch seed and random batch-norm statistics, its weights loaded into ours by name
@@ -179,7 +180,8 @@ def test_tiny_keypoints_overfits_one_image():
         masks[g, y1:y2, x1:x2] = 1
         img[:, y1:y2, x1:x2] = np.array([0.9, 0.5, 0.1], np.float32)[:, None, None]
         u = rng.uniform(0.1, 0.9, (K, 2))
-        kp[g, :, 0], kp[g, :, 1], kp[g, :, 2] = x1 + u[:, 0] * (x2 - x1), y1 + u[:, 1] * (y2 - y1), 2
+        kp[g, :, 0], kp[g, :, 1] = x1 + u[:, 0] * (x2 - x1), y1 + u[:, 1] * (y2 - y1)
+        kp[g, :, 2] = 2
         for k in range(K):  # each keypoint a 3x3 dot of its own colour
             x, y = int(kp[g, k, 0]), int(kp[g, k, 1])
             img[:, y - 1:y + 2, x - 1:x + 2] = np.array([k / K, 0.1, 1 - k / K])[:, None, None]

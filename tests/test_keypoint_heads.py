@@ -148,7 +148,8 @@ def test_head_and_predictor_match_torchvision(seed, R):
         for _, mod in m.named_modules():
             if "bias" in mod.params:
                 mod.params["bias"] = rng.normal(0, 0.1, mod.params["bias"].shape).astype(np.float32)
-    th, tp = _load_into_torch(torch, TH(C, layers), head), _load_into_torch(torch, TP(layers[-1], K), pred)
+    th = _load_into_torch(torch, TH(C, layers), head)
+    tp = _load_into_torch(torch, TP(layers[-1], K), pred)
     x = rng.normal(size=(R, C, 14, 14)).astype(np.float32)
     h, _ = head.forward(x)
     logits, _ = pred.forward(h)
@@ -247,7 +248,8 @@ def _keypoint_scene(rng, K=3):
     kp = np.zeros((2, K, 3))
     for g, (x1, y1, x2, y2) in enumerate(tgt["boxes"]):
         u = rng.uniform(0.15, 0.85, (K, 2))
-        kp[g, :, 0], kp[g, :, 1], kp[g, :, 2] = x1 + u[:, 0] * (x2 - x1), y1 + u[:, 1] * (y2 - y1), 2
+        kp[g, :, 0], kp[g, :, 1] = x1 + u[:, 0] * (x2 - x1), y1 + u[:, 1] * (y2 - y1)
+        kp[g, :, 2] = 2
     kp[1, -1, 2], kp[1, 0, 2] = 0, 1
     return img, dict(tgt, keypoints=kp)
 
@@ -324,7 +326,8 @@ def test_keypoint_transform_resizes_targets_and_detections_as_torchvision():
     from torchvision.models.detection.transform import GeneralizedRCNNTransform
     from mrcnn_np.keypoint_heads import KeypointTransform
     rng = np.random.default_rng(0)
-    images = [rng.random((3, 90, 130)).astype(np.float32), rng.random((3, 77, 61)).astype(np.float32)]
+    images = [rng.random((3, 90, 130)).astype(np.float32),
+              rng.random((3, 77, 61)).astype(np.float32)]
     targets = []
     for im in images:
         h, w = im.shape[1:]
