@@ -427,7 +427,7 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Over every labelled keypoint of the 16 validation images (each figure's box as its RoI),
+# Over every valid keypoint of the 16 validation images (each figure's box as its RoI),
 # encoded to its bin and decoded from the ideal bump, the error of the two versions:
 
 # %%
