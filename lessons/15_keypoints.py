@@ -105,8 +105,9 @@ assert (r50k.keypoints, r50k.keypoint_layers, r50k.masks) == (17, (512,) * 8, Fa
 # model trained for keypoints alone scores 62.7 keypoint AP, and 63.1 when the mask branch
 # is trained with it. Its Table 6 shows what RoIAlign is worth here: 64.2 keypoint AP against
 # 59.8 with RoIPool: a keypoint must be placed to a few pixels, and RoIPool's rounding
-# (chapter 08) shifts the pooled grid by up to a feature stride. torchvision's keypoint model has no mask branch (`masks=False`
-# above); our tiny preset keeps both, as the paper's best model does.
+# (chapter 08) shifts the pooled grid by up to a feature stride. torchvision's keypoint model
+# has no mask branch (`masks=False` above); our tiny preset keeps both, as the paper's best
+# model does.
 #
 # ## 2. The stick figures
 #
@@ -121,7 +122,8 @@ assert (r50k.keypoints, r50k.keypoint_layers, r50k.masks) == (17, (512,) * 8, Fa
 paths = make_figures_dataset(work / "figures", num_train=0, num_val=16, image_size=(128, 128),
                              seed=0)
 ds = CocoDataset(paths["val_images"], paths["val_annotations"])
-print(f"{len(ds)} validation images of 128 x 128 px, {sum(len(ds.get(i)['boxes']) for i in range(len(ds)))} figures")
+n_figures = sum(len(ds.get(i)["boxes"]) for i in range(len(ds)))
+print(f"{len(ds)} validation images of 128 x 128 px, {n_figures} figures")
 for k, name in enumerate(KEYPOINT_NAMES):
     print(f"{k + 1}. {name}", end="   ")
 print("\nskeleton (1-based):", [tuple(e) for e in SKELETON])
@@ -177,7 +179,8 @@ plt.show()
 
 # %%
 s0 = ds.get(0)
-kp0, roi0 = s0["keypoints"][:1].astype(np.float64), s0["boxes"][:1].astype(np.float64)  # [1, K, 3], [1, 4]
+kp0 = s0["keypoints"][:1].astype(np.float64)                        # [1, K, 3], figure 0
+roi0 = s0["boxes"][:1].astype(np.float64)                           # [1, 4], its box as the RoI
 heat, valid = keypoints_to_heatmap(kp0, roi0, S)                    # [1, K] each
 x1, y1, x2, y2 = roi0[0]
 print(f"RoI ({x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}): bins of {(x2 - x1) / S:.3f} x "
@@ -333,7 +336,8 @@ g_sig = (1 / (1 + np.exp(-zz[0, 0])) - target.reshape(S, S)) / n    # BCE, mean 
 fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
 axes[0].imshow(target.reshape(S, S), cmap="gray_r")
 axes[0].set_title("one-hot target (left_hand)")
-for ax, g, name in ((axes[1], g_sig, "sigmoid per pixel"), (axes[2], g_soft, "softmax over positions")):
+for ax, g, name in ((axes[1], g_sig, "sigmoid per pixel"),
+                    (axes[2], g_soft, "softmax over positions")):
     m = np.abs(g).max()
     im = ax.imshow(g, cmap="RdBu_r", vmin=-m, vmax=m)
     ax.set_title(f"{name}: dL/dz\n{(g > 0).sum()} pixels pushed down, {(g < 0).sum()} up")
@@ -374,7 +378,8 @@ assert (g_soft < 0).sum() == 1 and np.isclose(g_soft.sum(), 0) and push / pull >
 
 # %%
 def bump_maps(heat, valid, sigma=1.5):
-    """Ideal logits [R, K, S, S]: -(distance to the target bin's centre)^2 / (2 sigma^2), in bins."""
+    """Ideal logits [R, K, S, S]: -(distance to the target bin's centre)^2 / (2 sigma^2),
+    distances in bins; 0 where the keypoint is not valid."""
     iy, ix = np.divmod(heat, S)                                      # [R, K] each
     grid = np.arange(S) + 0.5                                        # bin centres
     dy = grid[None, None, :, None] - (iy + 0.5)[..., None, None]     # [R, K, S, 1]
@@ -607,8 +612,8 @@ assert 0.5 < oks_by_hand < 0.95 and (~labelled).sum() == 2
 
 # %% [markdown]
 # The head, with the smallest sigma, is the least forgiving: its score halves at about a
-# quarter of the distance that the pelvis allows (0.026 / 0.107). And the whole scale is set by $s$, so a
-# figure of a quarter of the area forgives only half the distance.
+# quarter of the distance that the pelvis allows (0.026 / 0.107). And the whole scale is set
+# by $s$, so a figure of a quarter of the area forgives only half the distance.
 #
 # ## A gallery of predicted skeletons
 #
@@ -666,7 +671,8 @@ answer_2 = (7 + 0.5) * 10.5 / 11 + 4
 # centre comes from, (7.5 * 56 / 11) bins
 box2 = np.array([[4.0, 0.0, 14.5, 10.0]], np.float32)               # 10.5 x 10 px
 cols = np.arange(S) + 0.5
-m2 = np.tile(-(cols - 7.5 * S / 11) ** 2 / 8.0, (S, 1))[None, None].astype(np.float32)  # [1, 1, S, S]
+m2 = np.tile(-(cols - 7.5 * S / 11) ** 2 / 8.0, (S, 1))                 # [S, S], a ridge
+m2 = m2[None, None].astype(np.float32)                                  # [1, 1, S, S]
 assert interpolate_bicubic(m2, size=(10, 11))[0, 0].argmax(1)[0] == 7   # the setting is right
 xy2, _ = heatmaps_to_keypoints(m2, box2)
 assert np.isclose(xy2[0, 0, 0], answer_2, atol=1e-5)

@@ -12,9 +12,10 @@ Keypoints follow COCO: ``(x, y, v)`` in continuous pixel coordinates (pixel colu
 Both drawings share one convention: a keypoint with v = 0 is not drawn, nor is any skeleton
 edge that touches it; v = 2 is a dot of its colour outlined in black, v = 1 a ring of its
 colour round a black centre (a model's predictions, which carry torchvision's placeholder
-v = 1, are drawn as dots: a model does not predict occlusion). Colours tell the sides apart, from the names: the figure's ``left_*`` parts in
-KEYPOINT_LEFT, ``right_*`` in KEYPOINT_RIGHT, the others in KEYPOINT_CENTRE; an edge takes
-the colour of its side (an edge from a centre part to a side part is that side's).
+v = 1, are drawn as dots: a model does not predict occlusion). Colours tell the sides apart,
+from the names: the figure's ``left_*`` parts in KEYPOINT_LEFT, ``right_*`` in
+KEYPOINT_RIGHT, the others in KEYPOINT_CENTRE; an edge takes the colour of its side (an edge
+from a centre part to a side part is that side's).
 """
 from pathlib import Path
 
