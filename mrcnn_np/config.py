@@ -81,6 +81,8 @@ class Config:
     mask_sampling_ratio: int = 2
     mask_layers: tuple = (64, 64, 64, 64)  # 3x3 convs of the mask FCN (torchvision: 4 x 256)
     mask_dim_reduced: int = 64  # channels of the 2x2 deconvolution
+    mask_rois_per_image: int = 0  # 0: the mask branch trains on every positive RoI (the paper,
+    # torchvision); n > 0: on a random n of each image's positives (a speed lever, chapter 10)
     mask_loss: str = "sigmoid"  # "sigmoid" (per-class BCE, the paper's choice) | "softmax"
     class_agnostic_masks: bool = False
 

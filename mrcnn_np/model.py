@@ -72,12 +72,14 @@ class Samples(NamedTuple):
     rois: list                # N arrays [R_i, 4]: sampled proposals (GT boxes included)
     labels: list              # N arrays [R_i] int64: class of each RoI, 0 = background
     reg_targets: list         # N arrays [R_i, 4]: deltas from each RoI to its matched GT box
-    pos_rois: list            # N arrays [Rp_i, 4]: the positive RoIs, for the mask branch
+    pos_rois: list            # N arrays [Rp_i, 4]: the positive RoIs of the mask branch (all
+    # positives, or cfg.mask_rois_per_image of them)
     mask_targets: np.ndarray  # [Rp, M, M] in 0..1: each positive RoI's GT mask, cut and resized
     # (None without a mask branch); the keypoint branch's (None without one):
     keypoint_rois: list = None          # N arrays [Rk_i, 4]: positives whose GT has keypoints
     keypoint_heatmaps: np.ndarray = None  # ``ops.keypoints.keypoint_targets``: flat index into
     keypoint_valid: np.ndarray = None     # the 56x56 grid of each (RoI, keypoint), and validity
+    mask_labels: list = None  # N arrays [Rp_i] int64: the class of each ``pos_rois`` RoI
 
 
 class BranchCache(NamedTuple):
@@ -254,12 +256,19 @@ class MaskRCNN(Module):
             cfg.box_positive_fraction, cfg.bbox_reg_weights, backend=cfg.backend)
         pos_rois = [r[l > 0] for r, l in zip(rois, labels)]  # N arrays [Rp_i, 4]
         pos_matched = [m[l > 0] for m, l in zip(matched, labels)]  # N arrays [Rp_i]
-        mask_targets = None
+        mask_rois, mask_labels, mask_targets = pos_rois, [l[l > 0] for l in labels], None
         if cfg.masks:
+            pick = [np.arange(len(p)) for p in pos_rois]  # N arrays: the mask branch's positives
+            n_mask = cfg.mask_rois_per_image
+            if n_mask > 0:  # a random n_mask of each image's positives (a speed lever)
+                pick = [np.sort(rng.choice(len(p), n_mask, replace=False)) if len(p) > n_mask
+                        else p for p in pick]
+            mask_rois = [pr[p] for pr, p in zip(pos_rois, pick)]  # N arrays [Rm_i, 4]
+            mask_labels = [ml[p] for ml, p in zip(mask_labels, pick)]  # N arrays [Rm_i]
             mask_targets = np.concatenate([
-                project_masks_on_boxes(t["masks"], pr, m, cfg.mask_size, cfg.backend)
-                for t, pr, m in zip(targets, pos_rois, pos_matched)], 0).astype(
-                    dtype, copy=False)  # [Rp, M, M]
+                project_masks_on_boxes(t["masks"], pr, m[p], cfg.mask_size, cfg.backend)
+                for t, pr, m, p in zip(targets, mask_rois, pos_matched, pick)], 0).astype(
+                    dtype, copy=False)  # [Rm, M, M]
         kp_rois = kp_heatmaps = kp_valid = None
         if cfg.keypoints:
             gt_kps = [_gt_keypoints(t, cfg.keypoints, dtype) for t in targets]  # N [G_i, K, 3]
@@ -270,7 +279,7 @@ class MaskRCNN(Module):
                 cfg.keypoint_heatmap_size)
         return Samples(np.stack(rpn_labels), np.stack(rpn_targets).astype(dtype, copy=False),
                        rois, labels, [r.astype(dtype, copy=False) for r in reg_targets],
-                       pos_rois, mask_targets, kp_rois, kp_heatmaps, kp_valid)
+                       mask_rois, mask_targets, kp_rois, kp_heatmaps, kp_valid, mask_labels)
 
     def loss_forward(self, features, samples, image_sizes):
         """The losses of ``features`` against fixed ``samples``: (losses, ``TrainCache``).
@@ -302,7 +311,8 @@ class MaskRCNN(Module):
                 image_sizes)  # [Rp, C, 14, 14]
             m, c_mask_head = heads.mask_head.forward(mask_feats)  # [Rp, C_m, 14, 14] (MLP)
             mask_logits, c_mask_pred = heads.mask_predictor.forward(m)  # [Rp, K, 28, 28]
-            loss_mask, c_mask_loss = maskrcnn_loss_forward(mask_logits, labels[labels > 0],
+            loss_mask, c_mask_loss = maskrcnn_loss_forward(mask_logits,
+                                                           np.concatenate(s.mask_labels),
                                                            s.mask_targets, cfg.mask_loss)
             values.append(loss_mask)
             mask = BranchCache(c_pool_mask, c_mask_head, c_mask_pred, c_mask_loss)

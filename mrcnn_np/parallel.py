@@ -47,7 +47,7 @@ from multiprocessing import shared_memory
 
 import numpy as np
 
-from .model import LOSS_NAMES, Samples
+from .model import loss_names
 
 
 def _trainable(model):
@@ -127,23 +127,48 @@ def _recv(conn):
     return value
 
 
-def _counts(samples, images):
+def _keypoint_rows(samples, images):
+    """The rows of ``samples.keypoint_heatmaps`` / ``keypoint_valid`` (one per RoI and
+    keypoint, stacked over the images' keypoint RoIs) that belong to ``images``."""
+    K = len(samples.keypoint_valid) // max(sum(len(r) for r in samples.keypoint_rois), 1)
+    starts = np.cumsum([0] + [len(r) * K for r in samples.keypoint_rois])
+    return np.concatenate([np.arange(starts[i], starts[i + 1]) for i in images]).astype(np.int64)
+
+
+def _counts(samples, images, names):
     """Normalizer of each loss over ``images`` (indices into the batch): sampled anchors (the
-    two RPN losses), sampled RoIs (classifier, box), positive RoIs (mask)."""
+    two RPN losses), sampled RoIs (classifier, box), positive RoIs (mask), valid (RoI,
+    keypoint) pairs (keypoint)."""
     anchors = max(int((samples.rpn_labels[images] >= 0).sum()), 1)
     rois = sum(len(samples.labels[i]) for i in images)
-    pos = sum(len(samples.pos_rois[i]) for i in images)
-    return dict(zip(LOSS_NAMES, (anchors, anchors, rois, rois, pos)))
+    n = dict(loss_objectness=anchors, loss_rpn_box_reg=anchors, loss_classifier=rois,
+             loss_box_reg=rois)
+    if "loss_mask" in names:
+        n["loss_mask"] = sum(len(samples.pos_rois[i]) for i in images)
+    if "loss_keypoint" in names:
+        n["loss_keypoint"] = int(samples.keypoint_valid[_keypoint_rows(samples, images)].sum())
+    return n
 
 
 def _subset(samples, images):
-    """The ``Samples`` of the batch's ``images`` (mask targets are stacked over images)."""
-    starts = np.cumsum([0] + [len(p) for p in samples.pos_rois])
-    masks = np.concatenate([samples.mask_targets[starts[i]:starts[i + 1]] for i in images], 0)
-    return Samples(samples.rpn_labels[images], samples.rpn_targets[images],
-                   [samples.rois[i] for i in images], [samples.labels[i] for i in images],
-                   [samples.reg_targets[i] for i in images],
-                   [samples.pos_rois[i] for i in images], masks)
+    """The ``Samples`` of the batch's ``images`` (mask targets and keypoint rows are stacked
+    over images)."""
+    masks = None
+    if samples.mask_targets is not None:
+        starts = np.cumsum([0] + [len(p) for p in samples.pos_rois])
+        masks = np.concatenate([samples.mask_targets[starts[i]:starts[i + 1]] for i in images], 0)
+    kp = {}
+    if samples.keypoint_rois is not None:
+        rows = _keypoint_rows(samples, images)
+        kp = dict(keypoint_rois=[samples.keypoint_rois[i] for i in images],
+                  keypoint_heatmaps=samples.keypoint_heatmaps[rows],
+                  keypoint_valid=samples.keypoint_valid[rows])
+    return samples._replace(
+        rpn_labels=samples.rpn_labels[images], rpn_targets=samples.rpn_targets[images],
+        rois=[samples.rois[i] for i in images], labels=[samples.labels[i] for i in images],
+        reg_targets=[samples.reg_targets[i] for i in images],
+        pos_rois=[samples.pos_rois[i] for i in images], mask_targets=masks,
+        mask_labels=[samples.mask_labels[i] for i in images], **kp)
 
 
 class DataParallel:
@@ -205,17 +230,18 @@ class DataParallel:
         proposals = [p for props, _ in replies for p in props]  # N arrays [P_i, 4]
         anchors = replies[0][1]
         samples = model.sample_targets(anchors, proposals, targets, rng)  # forward_train's draws
-        total = _counts(samples, range(len(batch)))
+        names = loss_names(model.cfg)
+        total = _counts(samples, range(len(batch)), names)
         shares = []  # per worker: loss k -> its share of the batch's normalizer of loss k
         for conn, part in zip(self._conns, parts):
-            own = _counts(samples, part)
-            shares.append({k: (own[k] / total[k] if total[k] else 0.0) for k in LOSS_NAMES})
+            own = _counts(samples, part, names)
+            shares.append({k: (own[k] / total[k] if total[k] else 0.0) for k in names})
             conn.send(("losses", _subset(samples, part), image_sizes, shares[-1]))
         # the batch's loss k = sum over workers of (share of the normalizer) x (worker's loss k)
-        losses = {k: 0.0 for k in LOSS_NAMES}
+        losses = {k: 0.0 for k in names}
         for conn, share in zip(self._conns, shares):
             part_losses = _recv(conn)
-            for k in LOSS_NAMES:
+            for k in names:
                 if share[k]:  # a worker without any of loss k's samples adds nothing to it
                     losses[k] += share[k] * part_losses[k]
         grads = self._flat[1:1 + len(parts)].sum(axis=0)  # [total]
@@ -227,7 +253,7 @@ class DataParallel:
             else:
                 g += grads[off:off + n].reshape(g.shape)
             off += n
-        losses["loss"] = sum(losses[k] for k in LOSS_NAMES)
+        losses["loss"] = sum(losses[k] for k in names)
         return losses
 
     def close(self):

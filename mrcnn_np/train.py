@@ -51,7 +51,6 @@ from .checkpoint import (BadNpzFile, atomic_save_png, atomic_write_bytes, atomic
                          load_npz, save_npz_atomic)
 from .config import config_from_dict
 from .data.coco import CocoDataset, DataError, check_images
-from .model import LOSS_NAMES
 from .nn.optim import SGD, AdamW, warmup_multistep_lr
 
 # Defaults of the optimiser, as torchvision's detection reference script
@@ -190,15 +189,21 @@ def predict_dataset(model, ds, max_images=None, progress=False):
     return results, ids
 
 
+def iou_types(cfg):
+    """What COCOeval scores for a model of configuration ``cfg``: boxes always, masks when it
+    has a mask branch, keypoints (OKS) when it has a keypoint branch."""
+    return ("bbox",) + (("segm",) if cfg.masks else ()) + (("keypoints",) if cfg.keypoints else ())
+
+
 def evaluate_model(model, ds, max_images=None, progress=False):
-    """COCO bbox and segm AP of ``model`` on ``ds`` (pycocotools' COCOeval).
+    """COCO AP of ``model`` on ``ds`` (pycocotools' COCOeval) for each of ``iou_types``.
     Returns (stats, results): stats {iou_type: {"AP", "AP50", ...}}, results the COCO list."""
     from .eval.coco_eval import coco_evaluate
     results, ids = predict_dataset(model, ds, max_images, progress)
     coco_gt = ds.coco
     if max_images is not None and max_images < len(ds):  # score only the images we predicted
         coco_gt = _subset_coco(ds.coco, ids)
-    return coco_evaluate(coco_gt, results), results
+    return coco_evaluate(coco_gt, results, iou_types=iou_types(model.cfg)), results
 
 
 def _subset_coco(coco, image_ids):
@@ -227,7 +232,7 @@ def plot_loss_curve(records, path, smooth=10):
     it = np.array([r["iter"] for r in records])  # [T]
     fig = Figure(figsize=(8, 6))
     ax, ax_lr = fig.subplots(2, 1, sharex=True, gridspec_kw=dict(height_ratios=(3, 1)))
-    for key in ("loss",) + LOSS_NAMES:
+    for key in [k for k in records[0] if k.startswith("loss")]:  # the total, then each loss
         y = np.array([r[key] for r in records], np.float64)  # [T]
         c = np.concatenate([[0.0], np.cumsum(y)])  # [T + 1]
         lo = np.maximum(np.arange(1, len(y) + 1) - smooth, 0)  # [T] window start
@@ -266,14 +271,18 @@ def _read_log(path, upto):
 def sample_batch(ds, indices, rng, batch_size, flip=True):
     """``batch_size`` samples drawn from ``indices`` (without replacement inside a batch, when
     there are enough), each flipped left-right with probability 1/2. Both choices come from
-    ``rng``. Returns (images: list of [3, H, W], targets: list of dicts boxes/labels/masks)."""
+    ``rng``. Returns (images: list of [3, H, W], targets: list of dicts boxes/labels/masks,
+    and keypoints when the data set has them)."""
     picks = rng.choice(len(indices), size=batch_size, replace=batch_size > len(indices))  # [B]
     flips = rng.random(batch_size) < 0.5 if flip else np.zeros(batch_size, bool)  # [B]
     images, targets = [], []
     for p, f in zip(picks, flips):
         s = ds.get(int(indices[p]), flip=bool(f))
         images.append(s["image"])  # [3, H, W]
-        targets.append(dict(boxes=s["boxes"], labels=s["labels"], masks=s["masks"]))
+        t = dict(boxes=s["boxes"], labels=s["labels"], masks=s["masks"])
+        if "keypoints" in s:  # [G, K, 3], flipped with its left/right swap by ds.get
+            t["keypoints"] = s["keypoints"]
+        targets.append(t)
     return images, targets
 
 
@@ -413,6 +422,11 @@ def setup_run(cfg, data_dir, out_dir, hp, resume, train_split="train", val_split
         if why is not None:
             raise DataError(why)
         cfg = replace(cfg, num_classes=train_ds.num_classes)
+        if cfg.keypoints:  # a keypoint model takes K from the data, which must have keypoints
+            if train_ds.keypoint_names is None:
+                raise DataError(f"{train_ds.ann_file}: no category lists keypoints, but the "
+                                f"{cfg.name} config trains a keypoint head")
+            cfg = replace(cfg, keypoints=len(train_ds.keypoint_names))
         init_seq, train_seq = np.random.SeedSequence(hp["seed"]).spawn(2)
         model = MaskRCNN(cfg, rng=np.random.default_rng(init_seq))
         rng = np.random.default_rng(train_seq)
@@ -463,7 +477,8 @@ def train_step(run, i):
     run.optimizer.lr = warmup_multistep_lr(i, hp["lr"], hp["warmup_iters"], hp["warmup_factor"],
                                            hp["milestones"], hp["gamma"])
     run.optimizer.step()
-    return dict(iter=i + 1, lr=run.optimizer.lr, **{k: losses[k] for k in ("loss",) + LOSS_NAMES},
+    return dict(iter=i + 1, lr=run.optimizer.lr,
+                **{k: losses[k] for k in ("loss",) + model.loss_names},
                 grad_norm=grad_norm, time=time.perf_counter() - t0)
 
 
@@ -480,13 +495,14 @@ def evaluate_run(run, done, max_images=None, log=print):
     one log line. Returns (stats, results: the COCO results list that was scored)."""
     stats, results = evaluate_model(run.model, run.val_ds, max_images=max_images)
     atomic_write_json(run.out_dir / f"eval_iter{done}.json", dict(iteration=done, **stats))
-    log(f"iteration {done}: bbox AP {stats['bbox']['AP']:.3f} AP50 {stats['bbox']['AP50']:.3f}"
-        f" | mask AP {stats['segm']['AP']:.3f} AP50 {stats['segm']['AP50']:.3f}")
+    names = dict(bbox="bbox", segm="mask", keypoints="keypoint")
+    log(f"iteration {done}: " + " | ".join(
+        f"{names[t]} AP {stats[t]['AP']:.3f} AP50 {stats[t]['AP50']:.3f}" for t in stats))
     return stats, results
 
 
 def _mean_losses(records):
-    return {k: float(np.mean([r[k] for r in records])) for k in ("loss",) + LOSS_NAMES}
+    return {k: float(np.mean([r[k] for r in records])) for k in records[0] if k.startswith("loss")}
 
 
 def train(cfg, data_dir, out_dir, iters=300, batch_size=2, lr=0.02, momentum=MOMENTUM,
@@ -573,7 +589,8 @@ def train(cfg, data_dir, out_dir, iters=300, batch_size=2, lr=0.02, momentum=MOM
     return dict(
         iterations=done, wall_s=time.perf_counter() - t_start,
         final=_mean_losses(recent) if recent else {},
-        first={k: run.records[0][k] for k in ("loss",) + LOSS_NAMES} if run.records else {},
+        first={k: v for k, v in run.records[0].items() if k.startswith("loss")}
+        if run.records else {},
         eval=stats, eval_results=results, class_names=run.class_names,
         paths=dict(out_dir=str(run.out_dir), checkpoint=str(run.ckpt_path),
                    weights=str(weights_path), log=str(run.log_path),

@@ -282,3 +282,24 @@ def test_no_cache_drops_the_layer_caches_inside_and_restores_them():
     img, tgt = _scene(np.random.default_rng(0))
     model.predict([img])
     assert np.isfinite(model.forward_backward([img], [tgt], np.random.default_rng(0))["loss"])
+
+
+def test_mask_rois_per_image_trains_the_mask_branch_on_a_subset_of_the_positives():
+    """``mask_rois_per_image = n``: each image's mask branch gets n of its positive RoIs
+    (all of them when it has fewer), with their own labels and GT masks; the box branch keeps
+    every sampled RoI. n = 0 (the default) gives the mask branch every positive."""
+    rng = np.random.default_rng(0)
+    img, tgt = _scene(rng)
+    full = _fixed_samples(_tiny_model(), [img], [tgt])[2]
+    cut = _fixed_samples(_tiny_model(mask_rois_per_image=3), [img], [tgt])[2]
+    pos = full.rois[0][full.labels[0] > 0]  # [Rp, 4] every positive
+    assert len(pos) > 3  # the scene has more positives than the cap
+    assert np.array_equal(full.pos_rois[0], pos)
+    assert np.array_equal(full.mask_labels[0], full.labels[0][full.labels[0] > 0])
+    # the box branch is unchanged: the same RoIs, drawn before the subset
+    assert np.array_equal(cut.rois[0], full.rois[0]) and np.array_equal(cut.labels[0], full.labels[0])
+    assert len(cut.pos_rois[0]) == 3 and cut.mask_targets.shape[0] == 3
+    rows = [int(np.flatnonzero((pos == r).all(1))[0]) for r in cut.pos_rois[0]]  # into pos
+    assert len(set(rows)) == 3 and rows == sorted(rows)  # distinct, in proposal order
+    assert np.array_equal(cut.mask_labels[0], full.mask_labels[0][rows])
+    np.testing.assert_array_equal(cut.mask_targets, full.mask_targets[rows])

@@ -31,6 +31,7 @@ CHAPTERS = [
     "12_gpu_kernels",
     "13_checking_against_torchvision",
     "14_ablations",
+    "15_keypoints",
 ]
 # nbclient's tags that let a cell escape the "every cell runs and none fails" rule
 ESCAPE_TAGS = {"skip-execution", "raises-exception"}

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 
 from mrcnn_np.data.shapes import make_shapes_dataset
+from mrcnn_np.data.stickfigures import make_figures_dataset
 
 ITERS = 20
 RTOL = 1e-6
@@ -36,13 +37,15 @@ CHILD = r"""
 import json, sys
 import numpy as np
 from mrcnn_np import MaskRCNN
-from mrcnn_np.config import tiny
+from mrcnn_np.config import get_config
 from mrcnn_np.nn.optim import SGD
 from mrcnn_np.parallel import DataParallel
 from mrcnn_np.train import load_split, sample_batch
 data, backend, iters, workers = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+preset = sys.argv[5]
 ds = load_split(data, "train")
-cfg = tiny(num_classes=ds.num_classes, backend=backend, min_size=(96,), max_size=96)
+cfg = get_config(preset, num_classes=ds.num_classes, backend=backend, min_size=(96,),
+                 max_size=96)
 model = MaskRCNN(cfg, rng=np.random.default_rng(0))
 model.astype(np.float64)
 opt = SGD(model, lr=0.01, momentum=0.9, weight_decay=1e-4)
@@ -58,13 +61,13 @@ print(json.dumps(rows))
 """
 
 
-def _train(data, backend, blas_threads, workers=1):
+def _train(data, backend, blas_threads, workers=1, preset="tiny"):
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(blas_threads))
     done = subprocess.run([sys.executable, "-c", CHILD, str(data), backend, str(ITERS),
-                           str(workers)],
+                           str(workers), preset],
                           check=True, env=env, cwd=ROOT, capture_output=True, text=True,
                           timeout=900)
-    return np.array(json.loads(done.stdout.strip().splitlines()[-1]))  # [ITERS, 6 losses]
+    return np.array(json.loads(done.stdout.strip().splitlines()[-1]))  # [ITERS, total and each loss]
 
 
 @pytest.mark.slow
@@ -77,4 +80,17 @@ def test_fast_path_trains_like_the_reference(tmp_path):
     assert ref.shape == (ITERS, 6) and np.isfinite(ref).all()
     assert ref[:, 0].std() > 0 and (ref > 0).all()  # real losses that change as it trains
     np.testing.assert_allclose(fast, ref, rtol=RTOL, atol=0)
+    np.testing.assert_allclose(workers, ref, rtol=RTOL, atol=0)
+
+
+@pytest.mark.slow
+def test_workers_train_the_keypoint_model_like_the_reference(tmp_path):
+    """The same with the keypoint branch on (``tiny_keypoints``, stick figures): a worker's
+    keypoint loss enters the batch's with its share of the valid (RoI, keypoint) pairs."""
+    data = tmp_path / "figures"
+    make_figures_dataset(data, num_train=8, num_val=2, image_size=(96, 96), seed=3)
+    ref = _train(data, "numpy", 1, preset="tiny_keypoints")
+    workers = _train(data, "auto", 1, workers=2, preset="tiny_keypoints")
+    assert ref.shape == (ITERS, 7) and np.isfinite(ref).all()  # total + 6 losses
+    assert ref[:, 0].std() > 0 and (ref > 0).all()
     np.testing.assert_allclose(workers, ref, rtol=RTOL, atol=0)
