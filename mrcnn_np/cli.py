@@ -91,6 +91,17 @@ def _config_for(weights_path, config_name, weights):
     return cfg, ["background"] + [f"class {k}" for k in labels], {k: k for k in labels}
 
 
+def _keypoint_meta(weights_path):
+    """(keypoint_names, skeleton) from the ``config.json`` next to the weights (``train``
+    writes them for a keypoint data set); (None, None) when it has none: dots, no skeleton."""
+    sidecar = Path(weights_path).parent / "config.json"
+    try:
+        meta = json.loads(sidecar.read_text())
+        return meta["keypoint_names"], np.asarray(meta["skeleton"], np.int64).reshape(-1, 2)
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None, None
+
+
 def load_model(weights_path, config_name=None):
     """Build the model for ``weights_path`` and load it. Returns (model, class_names,
     label_to_cat_id). Weights that do not fit the model raise UserError naming the
@@ -231,6 +242,7 @@ def cmd_predict(args):
     from .eval.coco_eval import detection_to_coco_results
     from .viz import blend_masks, draw_instances, one_per_object, to_uint8_hwc
     model, class_names, label_to_cat_id = load_model(args.weights, args.config)
+    keypoint_names, skeleton = _keypoint_meta(args.weights) if model.cfg.keypoints else (None, None)
     paths = _image_paths(args.images)
     ann_file = args.annotations
     if ann_file is None and args.data is not None:
@@ -269,10 +281,13 @@ def cmd_predict(args):
         results += mine
         blended = np.round(canvas).astype(np.uint8)  # [H, W, 3]
         del canvas, image  # (a 4000 x 3000 image: 288 MB and 144 MB)
+        kp = {} if "keypoints" not in pred else dict(  # the skeletons of a keypoint model
+            keypoints=pred["keypoints"][shown], keypoints_scores=pred["keypoints_scores"][shown],
+            skeleton=skeleton, keypoint_names=keypoint_names)
         drawn = draw_instances(blended, pred["boxes"][shown], pred["labels"][shown],
                                pred["scores"][shown], None, class_names,
                                score_threshold=args.score_threshold,
-                               one_label_per_object=False)  # [H, W, 3] (chosen above)
+                               one_label_per_object=False, **kp)  # [H, W, 3] (chosen above)
         atomic_save_png(out / picture, drawn)
         print(f"{path}: {len(pred['scores'])} objects -> {out / picture}")
     atomic_write_json(out / "predictions.json", results)
@@ -344,7 +359,8 @@ def _evaluate_results_file(args, predictions, ann_file):
         raise UserError(str(e)) from None
     if args.max_images is not None:
         raise UserError("--max-images applies to --weights only (a results file is scored whole)")
-    iou_types = tuple(t for t, key in (("bbox", "bbox"), ("segm", "segmentation"))
+    iou_types = tuple(t for t, key in (("bbox", "bbox"), ("segm", "segmentation"),
+                                       ("keypoints", "keypoints"))
                       if all(key in r for r in results))
     if not iou_types:
         raise UserError(f"{predictions}: no IoU type to score: neither every result has a "
@@ -390,7 +406,8 @@ def cmd_demo(args):
     data = {k: v for k, v in (("num_train", args.num_train), ("num_val", args.num_val)) if v is not None}
     if any(v <= 0 for v in data.values()):
         raise UserError("--num-train and --num-val must be positive")
-    run_demo(args.out, iters=args.iters, progress=not args.no_progress, **data)
+    run_demo(args.out, iters=args.iters, progress=not args.no_progress,
+             keypoints=args.keypoints, **data)
     return 0
 
 
@@ -518,6 +535,8 @@ def build_parser():
                    help="training images to write (default: the demo's own setting)")
     s.add_argument("--num-val", type=int, default=None,
                    help="validation images to write (default: the demo's own setting)")
+    s.add_argument("--keypoints", action="store_true",
+                   help="the keypoint model (chapter 15) on the stick-figure data set instead")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_demo)
 

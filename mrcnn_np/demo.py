@@ -28,16 +28,23 @@ DEMO = dict(
 )
 
 
+# ``demo --keypoints``: the same job for the keypoint model (chapter 15) on stick figures
+KEYPOINT_DEMO = dict(DEMO, iters=1600)
+
+
 def _data_ready(data_dir):
     ann = Path(data_dir) / "annotations"
     return (ann / "instances_train.json").is_file() and (ann / "instances_val.json").is_file()
 
 
-def run_demo(out="runs/demo", iters=None, progress=True, log=print, **settings):
+def run_demo(out="runs/demo", iters=None, progress=True, log=print, keypoints=False, **settings):
     """Run the demo into ``out``; returns a summary dict (wall_s, eval stats, paths).
-    ``settings`` override ``DEMO`` (``num_train``, ``image_size``, ``batch_size``, ...)."""
-    from .config import tiny
+    ``settings`` override ``DEMO`` (``num_train``, ``image_size``, ``batch_size``, ...).
+    ``keypoints=True``: the stick-figure data set and the ``tiny_keypoints`` preset instead
+    (settings ``KEYPOINT_DEMO``); its gallery draws the skeletons."""
+    from .config import tiny, tiny_keypoints
     from .data.shapes import make_shapes_dataset
+    from .data.stickfigures import make_figures_dataset
     from .eval.coco_eval import format_table
     from .figures import roi_pool_vs_roi_align_figure
     from .checkpoint import atomic_path, atomic_save_png, atomic_write_bytes, atomic_write_json
@@ -45,10 +52,13 @@ def run_demo(out="runs/demo", iters=None, progress=True, log=print, **settings):
     from .train import load_split, train
     from .viz import save_gallery
 
-    unknown = set(settings) - set(DEMO)
+    defaults = KEYPOINT_DEMO if keypoints else DEMO
+    unknown = set(settings) - set(defaults)
     if unknown:
-        raise ValueError(f"unknown demo settings {sorted(unknown)}; known: {sorted(DEMO)}")
-    s = dict(DEMO, **settings)
+        raise ValueError(f"unknown demo settings {sorted(unknown)}; known: {sorted(defaults)}")
+    s = dict(defaults, **settings)
+    what, make_data, preset = (("stick-figure", make_figures_dataset, tiny_keypoints) if keypoints
+                               else ("shapes", make_shapes_dataset, tiny))
     if iters is not None:
         s["iters"] = iters
     out = Path(out)
@@ -57,17 +67,17 @@ def run_demo(out="runs/demo", iters=None, progress=True, log=print, **settings):
 
     # 1. data
     if _data_ready(data_dir):
-        log(f"[1/4] shapes data set already in {data_dir}")
+        log(f"[1/4] {what} data set already in {data_dir}")
     else:
-        log(f"[1/4] writing the shapes data set to {data_dir}")
-        make_shapes_dataset(data_dir, num_train=s["num_train"], num_val=s["num_val"],
-                            image_size=(s["image_size"], s["image_size"]), seed=s["data_seed"])
+        log(f"[1/4] writing the {what} data set to {data_dir}")
+        make_data(data_dir, num_train=s["num_train"], num_val=s["num_val"],
+                  image_size=(s["image_size"], s["image_size"]), seed=s["data_seed"])
 
     # 2. training (continue an interrupted demo from its checkpoint)
     resume = (out / "checkpoint.npz").is_file()
-    log(f"[2/4] training the tiny preset for {s['iters']} iterations"
+    log(f"[2/4] training the {preset.__name__} preset for {s['iters']} iterations"
         + (" (continuing from the checkpoint)" if resume else ""))
-    summary = train(tiny(mask_rois_per_image=s["mask_rois_per_image"]), data_dir, out, iters=s["iters"], batch_size=s["batch_size"],
+    summary = train(preset(mask_rois_per_image=s["mask_rois_per_image"]), data_dir, out, iters=s["iters"], batch_size=s["batch_size"],
                     optimizer=s["optimizer"], lr=s["lr"], workers=s["workers"],
                     clip_grad_norm=s["clip_grad_norm"], seed=s["seed"],
                     checkpoint_every=s["checkpoint_every"], eval_every=0,
@@ -82,7 +92,7 @@ def run_demo(out="runs/demo", iters=None, progress=True, log=print, **settings):
     atomic_write_json(out / "coco_eval.json", stats)
 
     # 4. pictures
-    log("[4/4] prediction gallery and the RoIPool-vs-RoIAlign figure")
+    log("[4/4] prediction gallery" + ("" if keypoints else " and the RoIPool-vs-RoIAlign figure"))
     from .model import MaskRCNN
     from .train import read_checkpoint
     ck = read_checkpoint(out / "checkpoint.npz")
@@ -103,9 +113,10 @@ def run_demo(out="runs/demo", iters=None, progress=True, log=print, **settings):
         items.append((image, model.predict([image])[0]))
     with atomic_path(out / "gallery.png") as tmp:  # gallery.png appears whole, or not at all
         save_gallery(items, tmp, cols=4, class_names=summary["class_names"],
-                     score_threshold=s["gallery_score_threshold"])
-    fig = roi_pool_vs_roi_align_figure()
-    atomic_save_png(out / "roipool_vs_roialign.png", fig)
+                     score_threshold=s["gallery_score_threshold"], skeleton=val.skeleton,
+                     keypoint_names=val.keypoint_names)
+    if not keypoints:
+        atomic_save_png(out / "roipool_vs_roialign.png", roi_pool_vs_roi_align_figure())
 
     wall = time.perf_counter() - t0
     result = dict(wall_s=wall, train_and_eval_s=t_train, iterations=summary["iterations"],
@@ -118,13 +129,15 @@ def run_demo(out="runs/demo", iters=None, progress=True, log=print, **settings):
     log(f"demo done in {wall / 60:.1f} min. Files in {out}/:")
     for name, what in (("gallery.png", "predictions on validation images"),
                        ("loss_curve.png", "the losses during training"),
-                       ("coco_table.txt", "COCO AP table (bbox and segm)"),
+                       ("coco_table.txt", "COCO AP table (bbox, segm"
+                        + (", keypoints)" if keypoints else ")")),
                        ("coco_eval.json", "every COCO number"),
                        ("roipool_vs_roialign.png", "chapter 08's figure"),
                        ("log.jsonl", "one line of losses per iteration"),
                        ("weights.npz", "the trained weights (predict / evaluate --weights)"),
                        ("checkpoint.npz", "weights + optimiser + RNG (train --resume)"),
-                       ("data/", "the shapes data set (COCO format)"),
+                       ("data/", f"the {what} data set (COCO format)"),
                        ("demo_summary.json", "wall time, settings, AP")):
-        log(f"  {out / name}  -- {what}")
+        if (out / name).exists():  # (no chapter 08 figure with --keypoints)
+            log(f"  {out / name}  -- {what}")
     return result

@@ -443,9 +443,12 @@ def setup_run(cfg, data_dir, out_dir, hp, resume, train_split="train", val_split
 
     run = Run(out_dir=out_dir, model=model, optimizer=optimizer, rng=rng, hp=hp, start=start,
               train_ds=train_ds, indices=indices, val_ds=val_ds)
+    keypoint_meta = {} if train_ds.keypoint_names is None else dict(  # what predict draws
+        keypoint_names=list(train_ds.keypoint_names),
+        skeleton=np.asarray(train_ds.skeleton).tolist())
     atomic_write_json(out_dir / "config.json", dict(
         config=cfg.to_dict(), class_names=run.class_names,
-        label_to_cat_id=train_ds.label_to_cat_id, hparams=hp))
+        label_to_cat_id=train_ds.label_to_cat_id, hparams=hp, **keypoint_meta))
     # the log: keep what the checkpoint covers, drop what will be redone
     run.records = _read_log(run.log_path, upto=start) if resume else []
     atomic_write_bytes(run.log_path, "".join(json.dumps(r) + "\n" for r in run.records).encode())

@@ -123,3 +123,27 @@ def test_second_run_continues_from_the_checkpoint(demo, tmp_path):
     assert [r["iter"] for r in records] == list(range(1, ITERS + 2))
     assert records[:ITERS] == [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert _read_json(again / "demo_summary.json")["iterations"] == ITERS + 1
+
+
+def test_the_keypoint_demo_trains_evaluates_and_draws_skeletons(tmp_path):
+    """``demo --keypoints``: stick figures, the tiny_keypoints preset, keypoint AP (OKS) in the
+    COCO table next to bbox and segm, and a gallery; every file its listing names exists."""
+    out = tmp_path / "kp"
+    rc, stdout, err = cli("demo", "--keypoints", "--out", out, "--iters", ITERS, "--num-train",
+                          NUM_TRAIN, "--num-val", NUM_VAL, "--no-progress")
+    assert rc == 0, err
+    summary = _read_json(out / "demo_summary.json")
+    assert set(summary["eval"]) == {"bbox", "segm", "keypoints"}
+    assert "loss_keypoint" in summary["first_losses"]
+    assert all(math.isfinite(v) for v in summary["first_losses"].values())
+    assert summary["iterations"] == ITERS
+    coco = _read_json(out / "data" / "annotations" / "instances_val.json")
+    assert coco["categories"][0]["keypoints"]  # the stick figures, not the shapes
+    config = _read_json(out / "config.json")
+    assert config["config"]["keypoints"] == len(config["keypoint_names"])
+    assert "keypoints" in format_table(summary["eval"])
+    listed = [Path(p) for p in re.findall(r"^\s+(\S+)\s+--\s", stdout, flags=re.M)]
+    assert {p.name for p in listed} >= set(PROMISED) - {"roipool_vs_roialign.png"}
+    assert all(p.exists() for p in listed)
+    with Image.open(out / "gallery.png") as im:
+        assert min(im.size) >= 256
