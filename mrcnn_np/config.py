@@ -91,6 +91,8 @@ class Config:
     keypoint_roi_output_size: int = 14  # MultiScaleRoIAlign 14x14 (torchvision keypoint_rcnn.py)
     keypoint_sampling_ratio: int = 2
     keypoint_layers: tuple = (64, 64, 64, 64)  # 3x3 convs + ReLU (torchvision: 8 x 512)
+    keypoint_rois_per_image: int = 0  # 0: every positive RoI with keypoints (torchvision); n > 0:
+    # a random n of them per image (a speed lever, as mask_rois_per_image)
 
     # -- the ablations of the Mask R-CNN paper's Table 2 (chapter 14); defaults = the model above
     roi_extractor: str = "align"  # both poolers: "align" | "pool" (RoIPool) | "warp" (RoIWarp:

@@ -273,6 +273,12 @@ class MaskRCNN(Module):
         if cfg.keypoints:
             gt_kps = [_gt_keypoints(t, cfg.keypoints, dtype) for t in targets]  # N [G_i, K, 3]
             has = [(g[:, :, 2] > 0).any(1)[m] for g, m in zip(gt_kps, pos_matched)]  # N [Rp_i]
+            n_kp = cfg.keypoint_rois_per_image
+            if n_kp > 0:  # a random n_kp of each image's keypoint RoIs (a speed lever)
+                for h in has:
+                    idx = np.flatnonzero(h)
+                    if len(idx) > n_kp:
+                        h[np.setdiff1d(idx, rng.choice(idx, n_kp, replace=False))] = False
             kp_rois = [pr[h] for pr, h in zip(pos_rois, has)]  # N arrays [Rk_i, 4]
             kp_heatmaps, kp_valid = keypoint_targets(
                 gt_kps, kp_rois, [m[h] for m, h in zip(pos_matched, has)],

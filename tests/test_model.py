@@ -303,3 +303,27 @@ def test_mask_rois_per_image_trains_the_mask_branch_on_a_subset_of_the_positives
     assert len(set(rows)) == 3 and rows == sorted(rows)  # distinct, in proposal order
     assert np.array_equal(cut.mask_labels[0], full.mask_labels[0][rows])
     np.testing.assert_array_equal(cut.mask_targets, full.mask_targets[rows])
+
+
+def test_keypoint_rois_per_image_trains_the_keypoint_branch_on_a_subset():
+    """``keypoint_rois_per_image = n``: each image's keypoint branch gets n of its positive
+    RoIs that have keypoints, with their own targets (K rows each); the mask branch keeps all."""
+    from mrcnn_np.config import tiny_keypoints
+    rng = np.random.default_rng(0)
+    img, tgt = _scene(rng)
+    tgt["keypoints"] = np.array([[[20, 20, 2], [30, 40, 2], [0, 0, 0]],
+                                 [[50, 40, 2], [40, 30, 1], [60, 50, 2]]], np.float32)
+
+    def samples(n):
+        cfg = tiny_keypoints(min_size=(64,), max_size=96, keypoints=3, num_classes=4,
+                             keypoint_rois_per_image=n)
+        return _fixed_samples(MaskRCNN(cfg, rng=np.random.default_rng(0)), [img], [tgt])[2]
+    full, cut = samples(0), samples(3)
+    assert len(full.keypoint_rois[0]) > 3 and len(cut.keypoint_rois[0]) == 3
+    assert np.array_equal(cut.pos_rois[0], full.pos_rois[0])  # the mask branch is unchanged
+    rows = [int(np.flatnonzero((full.keypoint_rois[0] == r).all(1))[0]) for r in cut.keypoint_rois[0]]
+    assert len(set(rows)) == 3 and rows == sorted(rows)
+    K = 3
+    pick = np.concatenate([np.arange(r * K, (r + 1) * K) for r in rows])
+    np.testing.assert_array_equal(cut.keypoint_heatmaps, full.keypoint_heatmaps[pick])
+    np.testing.assert_array_equal(cut.keypoint_valid, full.keypoint_valid[pick])

@@ -6,6 +6,9 @@ Writes, under ``notebooks/assets/``:
 - ``demo_run.json``: the demo's settings, wall time, COCO numbers, and its loss log
   downsampled to one point per ``STEP`` iterations (the mean of those iterations), so that
   chapter 10 can draw the real run's curves without a 1 MB log in the repository.
+
+``python tools/demo_assets.py --keypoints runs/kpdemo`` ships a ``demo --keypoints`` run the
+same way, as ``tiny_figures.npz`` and ``keypoint_demo_run.json`` (chapter 15).
 """
 import json
 import shutil
@@ -32,22 +35,26 @@ def downsample(records, step=STEP):
     return out
 
 
-def main(run_dir):
+def main(run_dir, keypoints=False):
     run = Path(run_dir)
+    weights, run_json, command = (("tiny_figures.npz", "keypoint_demo_run.json",
+                                   "python -m mrcnn_np demo --keypoints") if keypoints else
+                                  ("tiny_shapes.npz", "demo_run.json", "make demo"))
     summary = json.loads((run / "demo_summary.json").read_text())
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip()
-    shipped = dict(command="make demo", commit=commit, settings=summary["settings"],
+    shipped = dict(command=command, commit=commit, settings=summary["settings"],
                    wall_s=summary["wall_s"], iterations=summary["iterations"],
                    eval=summary["eval"], object_recall=summary["object_recall"],
                    log_step=STEP, log=downsample(records))
     ASSETS.mkdir(parents=True, exist_ok=True)
-    (ASSETS / "demo_run.json").write_text(json.dumps(shipped, indent=1) + "\n")
-    shutil.copyfile(run / "weights.npz", ASSETS / "tiny_shapes.npz")
-    print(f"wrote {ASSETS / 'demo_run.json'} ({len(records)} iterations -> "
-          f"{len(shipped['log']['iter'])} points) and {ASSETS / 'tiny_shapes.npz'}")
+    (ASSETS / run_json).write_text(json.dumps(shipped, indent=1) + "\n")
+    shutil.copyfile(run / "weights.npz", ASSETS / weights)
+    print(f"wrote {ASSETS / run_json} ({len(records)} iterations -> "
+          f"{len(shipped['log']['iter'])} points) and {ASSETS / weights}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "runs/demo")
+    args = [a for a in sys.argv[1:] if a != "--keypoints"]
+    main(args[0] if args else "runs/demo", keypoints="--keypoints" in sys.argv[1:])
