@@ -29,7 +29,8 @@ DEMO = dict(
 
 
 # ``demo --keypoints``: the same job for the keypoint model (chapter 15) on stick figures
-KEYPOINT_DEMO = dict(DEMO, iters=2000, keypoint_rois_per_image=8)  # (8 of ~15, as the masks)
+KEYPOINT_DEMO = dict(DEMO, iters=1600, keypoint_rois_per_image=0)  # every keypoint RoI: 8 of
+# them and 2,000 iterations gave keypoint AP 0.607 in 9.2 min, all and 1,600 gave 0.655 in 8.6
 
 
 def _data_ready(data_dir):

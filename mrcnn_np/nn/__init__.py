@@ -19,5 +19,7 @@ from .losses import (bce_with_logits_backward, bce_with_logits_forward, cross_en
 from .modules import (BatchNorm2d, Conv2d, ConvTranspose2d, FrozenBatchNorm2d, GroupNorm, Linear,
                       Module, ReLU, Sequential)
 from .optim import SGD, AdamW, warmup_multistep_lr
-from .resample import (interpolate_bilinear, interpolate_nearest, upsample_nearest_backward,
+from .bicubic import interpolate_bicubic
+from .resample import (interpolate_bilinear, interpolate_nearest, upsample_bilinear_backward,
+                       upsample_bilinear_forward, upsample_nearest_backward,
                        upsample_nearest_forward)

@@ -23,3 +23,8 @@ from .poolers import (LevelMapper, multi_scale_roi_align, multi_scale_roi_align_
 from .roi_align import roi_align, roi_align_backward, roi_align_forward  # noqa: F401
 from .roi_pool import roi_pool, roi_pool_backward, roi_pool_forward  # noqa: F401
 from .roi_warp import roi_warp, roi_warp_backward, roi_warp_forward  # noqa: F401
+
+# --- keypoints: targets, loss, heatmaps back to coordinates (chapter 15) ---
+from .keypoints import (heatmaps_to_keypoints, keypoint_targets, keypointrcnn_inference,  # noqa: F401
+                        keypointrcnn_loss, keypointrcnn_loss_backward, keypointrcnn_loss_forward,
+                        keypoints_to_heatmap)
