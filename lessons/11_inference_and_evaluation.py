@@ -661,8 +661,8 @@ plt.show()
 # * AP for one class: rank, make precision non-increasing, read it at 101 recall levels,
 #   average. **AP50** uses IoU >= 0.5; **AP** averages IoU 0.50..0.95. Our code and
 #   pycocotools agree.
-# * The demo model's errors: circles and squares confused, confident duplicates, and a few
-#   detections on nothing (the confusion matrix and its counts).
+# * The demo model's errors: a few objects read as another class, a few missed, confident
+#   duplicates, and a few detections on nothing (the confusion matrix and its counts).
 # * Failure modes: 28 x 28 masks cap large objects' IoU; an object below the smallest anchor
 #   rests on the best-match rule (the 7 x 8 shape is still found); empty images can only add
 #   false positives (the demo model adds none at score >= 0.5); a forgotten background class
