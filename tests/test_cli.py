@@ -290,3 +290,42 @@ def test_weights_converted_from_torchvision_load_with_its_config(tmp_path):
         w = tv.state_dict()
         for k in ("backbone.body.conv1.weight", "roi_heads.mask_predictor.mask_fcn_logits.weight"):
             np.testing.assert_array_equal(ours[k], w[k].numpy())
+
+
+def test_keypoint_model_train_predict_evaluate(tmp_path):
+    """issue 14's command line: make-figures, train --config tiny_keypoints, predict draws the
+    skeletons (and writes keypoint results), evaluate reports keypoint AP (OKS); the keypoint
+    preset on data without keypoints is one error line before anything trains."""
+    data, run = tmp_path / "figures", tmp_path / "run"
+    rc, _, err = cli("make-figures", "--out", data, "--train", 2, "--val", 2, "--size", SIZE)
+    assert rc == 0, err
+    rc, _, err = cli("train", "--config", "tiny_keypoints", "--data", data, "--out", run,
+                     "--iters", 1, "--batch-size", 1, "--eval-every", "-1", "--no-progress")
+    assert rc == 0, err
+    meta = json.loads((run / "config.json").read_text())
+    assert meta["config"]["keypoints"] == len(meta["keypoint_names"]) == 9
+    assert "loss_keypoint" in json.loads((run / "log.jsonl").read_text().splitlines()[0])
+    out = tmp_path / "pred"
+    rc, _, err = cli("predict", "--weights", run / "weights.npz", "--images", data / "val",
+                     "--out", out, "--score-threshold", 0.0)
+    assert rc == 0, err
+    results = json.loads((out / "predictions.json").read_text())
+    assert results and all(len(r["keypoints"]) == 3 * 9 for r in results)
+    with Image.open(out / "000001_pred.png") as im:
+        assert im.size == (SIZE, SIZE)
+    rc, stdout, err = cli("evaluate", "--weights", run / "weights.npz", "--data", data,
+                          "--no-progress")
+    assert rc == 0, err
+    assert "keypoints" in stdout and "segm" in stdout
+    saved = json.loads((run / "eval_val.json").read_text())
+    assert 0.0 <= saved["keypoints"]["AP"] <= 1.0 or saved["keypoints"]["AP"] == -1.0
+    rc, stdout, err = cli("evaluate", "--predictions", out / "predictions.json", "--data", data)
+    assert rc == 0, err
+    assert "keypoints" in stdout
+
+    shapes = tmp_path / "shapes"
+    make_shapes_dataset(shapes, num_train=2, num_val=1, image_size=(SIZE, SIZE), seed=0)
+    rc, _, err = cli("train", "--config", "tiny_keypoints", "--data", shapes, "--out",
+                     tmp_path / "bad", "--iters", 1, "--no-progress")
+    assert_one_line_error(rc, err, "keypoints")
+    assert not (tmp_path / "bad" / "checkpoint.npz").exists()

@@ -225,8 +225,19 @@ def _image_size(rng, image_size, size_range):
     return int(image_size[0]), int(image_size[1])
 
 
-def _write_split(out_dir, split, split_index, num, seed, image_size, size_range, shapes,
-                 max_objects, min_size, max_size_fraction):
+def write_split(out_dir, split, split_index, num, seed, image_size, size_range, draw,
+                categories, description, extra_fields=None):
+    """Write one split of a synthetic data set: ``out_dir/split/000001.png ...`` and
+    ``out_dir/annotations/instances_<split>.json``. Shared by this module and
+    ``stickfigures.py``: only what is drawn differs.
+
+    draw(rng, h, w, empty) -> dict with image [H, W, 3] uint8, boxes [G, 4], masks [G, H, W],
+      segmentations (G COCO segmentations) and, for ``categories`` with more than one entry,
+      labels [G] (category ids); image ``i`` gets its own generator, and ``EMPTY_FRACTION`` of
+      the images (at least one of a split of >= 4) are drawn with ``empty=True``
+    extra_fields(s, k) -> dict: more fields of object k's annotation (e.g. keypoints)
+    Returns (image folder, annotation file).
+    """
     img_dir = out_dir / split
     img_dir.mkdir(parents=True, exist_ok=True)
     for old in img_dir.glob("*.png"):                   # stale images of an earlier, larger run
@@ -240,33 +251,42 @@ def _write_split(out_dir, split, split_index, num, seed, image_size, size_range,
     for i in range(num):
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(split_index, i)))
         h, w = _image_size(rng, image_size, size_range)
-        s = make_shapes_image(rng, h, w, shapes, max_objects, empty=i in empty,
-                              min_size=min_size, max_size_fraction=max_size_fraction)
+        s = draw(rng, h, w, i in empty)
         name = f"{i + 1:06d}.png"
         Image.fromarray(s["image"]).save(img_dir / name, format="PNG")
         images.append({"id": i + 1, "file_name": name, "height": h, "width": w})
-        for k in range(len(s["labels"])):
+        for k in range(len(s["masks"])):
             x1, y1, x2, y2 = (float(v) for v in s["boxes"][k])
             annotations.append({
                 "id": len(annotations) + 1, "image_id": i + 1,
-                "category_id": int(s["labels"][k]),
+                "category_id": int(s["labels"][k]) if "labels" in s else categories[0]["id"],
                 "segmentation": s["segmentations"][k],
                 "area": float(s["masks"][k].sum()),
                 "bbox": [x1, y1, x2 - x1, y2 - y1],
                 "iscrowd": 0,
+                **(extra_fields(s, k) if extra_fields is not None else {}),
             })
     coco = {
-        "info": {"description": "mrcnn-np synthetic shapes", "version": "1.0", "seed": int(seed)},
+        "info": {"description": description, "version": "1.0", "seed": int(seed)},
         "licenses": [],
         "images": images,
         "annotations": annotations,
-        "categories": [{"id": l + 1, "name": n, "supercategory": "shape"}
-                       for l, n in enumerate(shapes)],
+        "categories": categories,
     }
     ann_file = out_dir / "annotations" / f"instances_{split}.json"
     ann_file.parent.mkdir(parents=True, exist_ok=True)
     ann_file.write_text(json.dumps(coco, separators=(",", ":")))
     return img_dir, ann_file
+
+
+def _write_split(out_dir, split, split_index, num, seed, image_size, size_range, shapes,
+                 max_objects, min_size, max_size_fraction):
+    def draw(rng, h, w, empty):
+        return make_shapes_image(rng, h, w, shapes, max_objects, empty=empty,
+                                 min_size=min_size, max_size_fraction=max_size_fraction)
+    categories = [{"id": l + 1, "name": n, "supercategory": "shape"} for l, n in enumerate(shapes)]
+    return write_split(out_dir, split, split_index, num, seed, image_size, size_range, draw,
+                       categories, "mrcnn-np synthetic shapes")
 
 
 def make_shapes_dataset(out_dir, num_train=200, num_val=50, image_size=(128, 128),

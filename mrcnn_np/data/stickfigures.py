@@ -60,16 +60,13 @@ Everything is drawn from ``seed``, as in the shapes data set: image ``i`` of a s
 generator ``SeedSequence(seed, spawn_key=(split, i))``, so the same seed gives byte-identical
 files and asking for more images leaves the first ones alone.
 """
-import json
-import re
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from pycocotools import mask as mask_utils
 
-from .shapes import (EMPTY_FRACTION, MIN_PIXELS, MIN_VISIBLE, NOISE_SIGMA, SPLITS,
-                     _background, _image_size, _shape_colour)
+from .shapes import (MIN_PIXELS, MIN_VISIBLE, NOISE_SIGMA, SPLITS, _background,
+                     _shape_colour, write_split)
 
 KEYPOINT_NAMES = ("head", "neck", "left_hand", "right_hand", "pelvis",
                   "left_knee", "right_knee", "left_foot", "right_foot")
@@ -310,52 +307,21 @@ def make_figures_image(rng, height, width, max_figures=3, empty=False, min_size=
 # ------------------------------------------------------------------------------------------
 # The data set
 # ------------------------------------------------------------------------------------------
+def _keypoint_fields(s, k):
+    """COCO's keypoint fields of figure k: flat [x1, y1, v1, ...] and the labelled count."""
+    kp = s["keypoints"][k]                                       # [K, 3]
+    return {"keypoints": [float(v) if c < 2 else int(v) for row in kp for c, v in enumerate(row)],
+            "num_keypoints": int((kp[:, 2] > 0).sum())}
+
+
 def _write_split(out_dir, split, split_index, num, seed, image_size, size_range, max_figures,
                  min_size, max_size_fraction):
-    img_dir = out_dir / split
-    img_dir.mkdir(parents=True, exist_ok=True)
-    for old in img_dir.glob("*.png"):                   # stale images of an earlier, larger run
-        if re.fullmatch(r"\d{6}\.png", old.name) and int(old.stem) > num:
-            old.unlink()
-    # The empty images: drawn as in the shapes data set, from their own generator.
-    n_empty = max(1, int(round(EMPTY_FRACTION * num))) if num >= 4 else 0
-    empty_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(split_index, 2**31)))
-    empty = set(empty_rng.choice(num, size=n_empty, replace=False).tolist()) if n_empty else set()
-
-    images, annotations = [], []
-    for i in range(num):
-        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(split_index, i)))
-        h, w = _image_size(rng, image_size, size_range)
-        s = make_figures_image(rng, h, w, max_figures, empty=i in empty, min_size=min_size,
-                               max_size_fraction=max_size_fraction)
-        name = f"{i + 1:06d}.png"
-        Image.fromarray(s["image"]).save(img_dir / name, format="PNG")
-        images.append({"id": i + 1, "file_name": name, "height": h, "width": w})
-        for k in range(len(s["masks"])):
-            x1, y1, x2, y2 = (float(v) for v in s["boxes"][k])
-            kp = s["keypoints"][k]                                   # [K, 3]
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": i + 1, "category_id": CATEGORY["id"],
-                "segmentation": s["segmentations"][k],
-                "area": float(s["masks"][k].sum()),
-                "bbox": [x1, y1, x2 - x1, y2 - y1],
-                "iscrowd": 0,
-                "keypoints": [float(v) if c < 2 else int(v)
-                              for row in kp for c, v in enumerate(row)],
-                "num_keypoints": int((kp[:, 2] > 0).sum()),
-            })
-    coco = {
-        "info": {"description": "mrcnn-np synthetic stick figures", "version": "1.0",
-                 "seed": int(seed)},
-        "licenses": [],
-        "images": images,
-        "annotations": annotations,
-        "categories": [CATEGORY],
-    }
-    ann_file = out_dir / "annotations" / f"instances_{split}.json"
-    ann_file.parent.mkdir(parents=True, exist_ok=True)
-    ann_file.write_text(json.dumps(coco, separators=(",", ":")))
-    return img_dir, ann_file
+    # The layout, the seeding and the empty images are the shapes data set's (write_split).
+    def draw(rng, h, w, empty):
+        return make_figures_image(rng, h, w, max_figures, empty=empty, min_size=min_size,
+                                  max_size_fraction=max_size_fraction)
+    return write_split(out_dir, split, split_index, num, seed, image_size, size_range, draw,
+                       [CATEGORY], "mrcnn-np synthetic stick figures", _keypoint_fields)
 
 
 def make_figures_dataset(out_dir, num_train=200, num_val=50, image_size=(128, 128),
