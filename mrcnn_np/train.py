@@ -374,8 +374,32 @@ def _earlier_run(out_dir):
     return None
 
 
+INIT_PREFIXES = ("backbone.", "rpn.")  # what init_from copies
+
+
+def init_from(model, path, prefixes=INIT_PREFIXES):
+    """Start a fresh model from another run's weights (``.npz``): every parameter whose name
+    starts with one of ``prefixes`` and whose shape matches is copied (by default the backbone
+    and the RPN, the part that does not depend on the classes: as the paper starts from
+    ImageNet weights). Returns the number of tensors copied; DataError when none fits."""
+    from .checkpoint import BadNpzFile, load_npz
+    try:
+        weights = extract_weights(load_npz(path))
+    except (BadNpzFile, OSError) as e:
+        raise DataError(f"{path}: cannot read weights to start from ({e})") from None
+    n = 0
+    for name, p, _ in model.named_parameters():
+        w = weights.get(name)
+        if name.startswith(tuple(prefixes)) and w is not None and w.shape == p.shape:
+            p[...] = w
+            n += 1
+    if n == 0:
+        raise DataError(f"{path}: no {' / '.join(prefixes)} weights of this model's shapes")
+    return n
+
+
 def setup_run(cfg, data_dir, out_dir, hp, resume, train_split="train", val_split="val",
-              evaluate=True, log=print):
+              evaluate=True, log=print, init_weights=None):
     """Everything before the first iteration, in the order that loses nothing:
 
     1. the data: both splits read, every annotation checked (bad ones skipped with a counted
@@ -453,6 +477,9 @@ def setup_run(cfg, data_dir, out_dir, hp, resume, train_split="train", val_split
     run.records = _read_log(run.log_path, upto=start) if resume else []
     atomic_write_bytes(run.log_path, "".join(json.dumps(r) + "\n" for r in run.records).encode())
     if not resume:
+        if init_weights is not None:  # before checkpoint 0, so that a resume starts from them
+            n = init_from(model, init_weights)
+            log(f"started {n} backbone and RPN tensors from {init_weights}")
         save_run_checkpoint(run, 0)  # a good checkpoint exists from the start
     return run
 
@@ -512,7 +539,8 @@ def train(cfg, data_dir, out_dir, iters=300, batch_size=2, lr=0.02, momentum=MOM
           weight_decay=WEIGHT_DECAY, warmup_iters=None, warmup_factor=WARMUP_FACTOR,
           milestones=None, gamma=0.1, clip_grad_norm=None, eval_every=0, eval_images=None,
           checkpoint_every=50, resume=False, seed=0, flip=True, progress=True,
-          train_split="train", val_split="val", optimizer="sgd", workers=1, log=print):
+          train_split="train", val_split="val", optimizer="sgd", workers=1, log=print,
+          init_weights=None):
     """Train a Mask R-CNN on the COCO data set in ``data_dir``; write ``out_dir`` (see the
     module docstring).
 
@@ -535,6 +563,8 @@ def train(cfg, data_dir, out_dir, iters=300, batch_size=2, lr=0.02, momentum=MOM
       seed: seeds the weights (one child of ``SeedSequence(seed)``) and the training RNG
         (another child)
       flip: horizontal-flip augmentation (off to over-fit one image exactly)
+      init_weights: a ``.npz`` of another run whose backbone and RPN start this one
+        (:func:`init_from`; a fresh run only)
       workers: >= 2 trains on that many worker processes, one share of each batch on each
         (``parallel.DataParallel``: the same losses up to rounding, W cores in use); 1: this
         process alone (the reference path)
@@ -550,7 +580,7 @@ def train(cfg, data_dir, out_dir, iters=300, batch_size=2, lr=0.02, momentum=MOM
     hp = hyper_parameters(iters, batch_size, lr, momentum, weight_decay, warmup_iters,
                           warmup_factor, milestones, gamma, clip_grad_norm, seed, flip, optimizer)
     run = setup_run(cfg, data_dir, out_dir, hp, resume, train_split, val_split,
-                    evaluate=eval_every >= 0, log=log)
+                    evaluate=eval_every >= 0, log=log, init_weights=init_weights)
     stats, results = None, None
     t_start = time.perf_counter()
     if workers > 1 and run.start < iters:

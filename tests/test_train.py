@@ -331,3 +331,24 @@ def test_overfit_one_stick_figure_image(tmp_path):
     model.load_state_dict(ck["model_state"])
     stats, _ = evaluate_model(model, ds)
     assert stats["keypoints"]["AP"] >= 0.9, stats["keypoints"]
+
+
+def test_init_weights_starts_the_backbone_and_rpn_from_another_run(shapes, tmp_path):
+    """``train(init_weights=...)``: checkpoint 0 of the new run holds the other run's backbone
+    and RPN tensors, and its own fresh heads; the log says how many were copied."""
+    first = tmp_path / "first"
+    train(small_cfg(), shapes, first, iters=1, eval_every=-1, progress=False, log=lambda m: None)
+    source = load_npz(first / "weights.npz")
+    messages = []
+    second = tmp_path / "second"
+    train(small_cfg(), shapes, second, iters=0, eval_every=-1, progress=False,
+          log=messages.append, seed=5, init_weights=first / "weights.npz")
+    start = read_checkpoint(second / "checkpoint.npz")["model_state"]
+    copied = [k for k in start if k.startswith(("backbone.", "rpn."))]
+    assert copied and all(np.array_equal(start[k], source[k]) for k in copied)
+    heads = [k for k in start if k.startswith("roi_heads.") and k.endswith("weight")]
+    assert heads and not any(np.array_equal(start[k], source[k]) for k in heads)
+    assert any(f"started {len(copied)} backbone and RPN tensors" in m for m in messages)
+    with pytest.raises(DataError, match="cannot read"):
+        train(small_cfg(), shapes, tmp_path / "third", iters=0, eval_every=-1, progress=False,
+              log=lambda m: None, init_weights=tmp_path / "missing.npz")
