@@ -18,6 +18,9 @@ boxes within 0.01 px, scores within 1e-4; every keypoint of every matched pair w
 (4.6e-5 measured) and its score (the heatmap logit at the chosen position) within 1e-4
 (4.8e-6 measured).
 """
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -28,6 +31,8 @@ from mrcnn_np.model import loss_names
 from mrcnn_np.nn.optim import AdamW
 from mrcnn_np.ops.boxes import box_iou
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))  # tv_agreement
+
 NUM_CLASSES, MIN_SIZE, MAX_SIZE, SCORE_THRESH = 5, 256, 512, 0.22
 
 
@@ -37,15 +42,8 @@ def _torchvision_keypointrcnn(torch, torchvision, seed=0, **kwargs):
     torch.manual_seed(seed)
     m = torchvision.models.detection.keypointrcnn_resnet50_fpn(
         weights=None, weights_backbone=None, **kwargs)
-    g = torch.Generator().manual_seed(seed + 1)
-    for mod in m.modules():
-        if isinstance(mod, torch.nn.BatchNorm2d):
-            n = mod.num_features
-            mod.running_mean.copy_(0.1 * torch.randn(n, generator=g))
-            mod.running_var.copy_(0.5 + torch.rand(n, generator=g))
-            mod.weight.data.copy_(0.5 + 0.5 * torch.rand(n, generator=g))
-            mod.bias.data.copy_(0.1 * torch.randn(n, generator=g))
-    return m.eval()
+    from tv_agreement import randomize_batch_norm
+    return randomize_batch_norm(m, seed + 1).eval()
 
 
 def _images():

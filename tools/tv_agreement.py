@@ -21,15 +21,23 @@ def build_torchvision_maskrcnn(num_classes=91, min_size=800, max_size=1333, seed
         weights=None, weights_backbone=None, num_classes=num_classes, min_size=min_size,
         max_size=max_size, box_score_thresh=box_score_thresh)
     if randomize_bn:
-        g = torch.Generator().manual_seed(seed + 1)
-        for mod in m.modules():
-            if isinstance(mod, torch.nn.BatchNorm2d):
-                n = mod.num_features
-                mod.running_mean.copy_(0.1 * torch.randn(n, generator=g))
-                mod.running_var.copy_(0.5 + torch.rand(n, generator=g))
-                mod.weight.data.copy_(0.5 + 0.5 * torch.rand(n, generator=g))
-                mod.bias.data.copy_(0.1 * torch.randn(n, generator=g))
+        randomize_batch_norm(m, seed + 1)
     return m.eval()
+
+
+def randomize_batch_norm(model, seed):
+    """Give every BatchNorm2d of a torchvision model random statistics and affine parameters
+    (in place), so that importing them into ours is really tested."""
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            n = mod.num_features
+            mod.running_mean.copy_(0.1 * torch.randn(n, generator=g))
+            mod.running_var.copy_(0.5 + torch.rand(n, generator=g))
+            mod.weight.data.copy_(0.5 + 0.5 * torch.rand(n, generator=g))
+            mod.bias.data.copy_(0.1 * torch.randn(n, generator=g))
+    return model
 
 
 def ours_from_torchvision(tv_model, **config_overrides):

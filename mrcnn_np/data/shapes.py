@@ -135,6 +135,33 @@ def _shape_colour(rng, background_mean, others=()):
 # ------------------------------------------------------------------------------------------
 # One image
 # ------------------------------------------------------------------------------------------
+def drop_hidden(objs, height, width):
+    """Occlusion: objects later in ``objs`` (dicts with a boolean ``full`` [H, W]) cover earlier
+    ones. Take out every object that keeps too little of itself visible (MIN_VISIBLE, MIN_PIXELS);
+    taking objects out only uncovers the others, so repeat until stable.
+    Returns (the objects kept, above: per kept object the [H, W] pixels of those over it)."""
+    while True:
+        covered = np.zeros((height, width), bool)
+        above = [None] * len(objs)
+        for k in range(len(objs) - 1, -1, -1):                   # top object first
+            above[k] = covered.copy()
+            covered |= objs[k]["full"]
+        keep = [k for k, o in enumerate(objs)
+                if (o["full"] & ~above[k]).sum() >= max(MIN_PIXELS, MIN_VISIBLE * o["full"].sum())]
+        if len(keep) == len(objs):
+            return objs, above
+        objs = [objs[k] for k in keep]
+
+
+def paint(rng, img, objs):
+    """Paint the objects' ``colour`` over ``img`` [H, W, 3] (0..1) bottom to top, add the
+    per-pixel noise, and return the uint8 image [H, W, 3]."""
+    for o in objs:
+        img[o["full"]] = o["colour"]
+    img = img + rng.normal(0.0, NOISE_SIGMA, size=img.shape)
+    return np.round(np.clip(img, 0.0, 1.0) * 255).astype(np.uint8)
+
+
 def make_shapes_image(rng, height, width, shapes=DEFAULT_SHAPES, max_objects=4, empty=False,
                       min_size=MIN_SIZE, max_size_fraction=MAX_SIZE_FRACTION):
     """Draw one image and its instances.
@@ -177,24 +204,9 @@ def make_shapes_image(rng, height, width, shapes=DEFAULT_SHAPES, max_objects=4, 
             full = _polygon_mask(poly, height, width)
         objs.append(dict(label=label, poly=poly, full=full, colour=colour))
 
-    # Occlusion: later shapes cover earlier ones.  Take out every shape that keeps too little
-    # of itself visible; taking shapes out only uncovers the others, so repeat until stable.
-    while True:
-        covered = np.zeros((height, width), bool)
-        visible = [None] * len(objs)
-        for k in range(len(objs) - 1, -1, -1):                   # top shape first
-            visible[k] = objs[k]["full"] & ~covered
-            covered |= objs[k]["full"]
-        keep = [k for k, o in enumerate(objs)
-                if visible[k].sum() >= max(MIN_PIXELS, MIN_VISIBLE * o["full"].sum())]
-        if len(keep) == len(objs):
-            break
-        objs = [objs[k] for k in keep]
-
-    for o in objs:                                               # paint bottom to top
-        img[o["full"]] = o["colour"]
-    img = img + rng.normal(0.0, NOISE_SIGMA, size=img.shape)
-    image = np.round(np.clip(img, 0.0, 1.0) * 255).astype(np.uint8)   # [H, W, 3]
+    objs, above = drop_hidden(objs, height, width)
+    visible = [o["full"] & ~above[k] for k, o in enumerate(objs)]  # each shape's own pixels
+    image = paint(rng, img, objs)                                # [H, W, 3]
 
     masks = np.zeros((len(objs), height, width), bool)          # [G, H, W]
     boxes = np.zeros((len(objs), 4))                             # [G, 4] = (x1, y1, x2, y2)

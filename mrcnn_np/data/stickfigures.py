@@ -65,8 +65,8 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from .shapes import (MIN_PIXELS, MIN_VISIBLE, NOISE_SIGMA, SPLITS, _background,
-                     _shape_colour, write_split)
+from .shapes import (MIN_PIXELS, MIN_VISIBLE, SPLITS, _background,  # noqa: F401
+                     _shape_colour, drop_hidden, paint, write_split)
 
 KEYPOINT_NAMES = ("head", "neck", "left_hand", "right_hand", "pelvis",
                   "left_knee", "right_knee", "left_foot", "right_foot")
@@ -230,23 +230,9 @@ def compose_figures(rng, height, width, figures):
 
     # Occlusion: later figures cover earlier ones; take out those that keep too little of
     # themselves visible, and repeat (taking one out uncovers the others) until stable.
-    while True:
-        covered = np.zeros((height, width), bool)
-        above = [None] * len(objs)                               # pixels of the figures above
-        for k in range(len(objs) - 1, -1, -1):                   # top figure first
-            above[k] = covered.copy()
-            covered |= objs[k]["full"]
-        visible = [o["full"] & ~above[k] for k, o in enumerate(objs)]
-        keep = [k for k, o in enumerate(objs)
-                if visible[k].sum() >= max(MIN_PIXELS, MIN_VISIBLE * o["full"].sum())]
-        if len(keep) == len(objs):
-            break
-        objs = [objs[k] for k in keep]
-
-    for o in objs:                                               # paint bottom to top
-        img[o["full"]] = o["colour"]
-    img = img + rng.normal(0.0, NOISE_SIGMA, size=img.shape)
-    image = np.round(np.clip(img, 0.0, 1.0) * 255).astype(np.uint8)   # [H, W, 3]
+    objs, above = drop_hidden(objs, height, width)             # (shapes.py's rule)
+    visible = [o["full"] & ~above[k] for k, o in enumerate(objs)]
+    image = paint(rng, img, objs)                                # [H, W, 3]
 
     G, K = len(objs), len(KEYPOINT_NAMES)
     masks = np.zeros((G, height, width), bool)                  # [G, H, W]
