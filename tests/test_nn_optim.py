@@ -197,3 +197,22 @@ def test_kaiming_normal_and_normal_std():
     assert z.dtype == np.float32 and not z.any()
     b = init.uniform_bias(16, 1000, rng)
     assert np.abs(b).max() <= 0.25
+
+
+@pytest.mark.parametrize("hyper", ADAM_HYPER, ids=[str(h) for h in ADAM_HYPER])
+def test_adamw_numba_kernel_is_bit_identical_to_the_numpy_lines(hyper):
+    """kernels/optim_numba.py fuses AdamW's NumPy lines into one loop: the same operations in
+    the same order and dtype, so 8 steps give exactly the same parameters and moments."""
+    runs = []
+    for backend in ("numpy", "numba"):
+        model = _model()
+        opt = AdamW(model, lr=0.01, backend=backend, **hyper)
+        _run(opt, model, _grads(8, model))
+        runs.append((model.state_dict(), opt.state_dict()))
+    for a, b in zip(runs[0], runs[1]):
+        assert a.keys() == b.keys()
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert AdamW(_model(), lr=0.01, backend="auto").backend == "numba"
+    with pytest.raises(ValueError, match="no CUDA kernel"):
+        AdamW(_model(), lr=0.01, backend="cuda")
