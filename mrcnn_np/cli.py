@@ -160,7 +160,8 @@ def cmd_train(args):
     summary = train(cfg, args.data, args.out, iters=args.iters, batch_size=args.batch_size,
                     lr=args.lr, optimizer=args.optimizer, workers=args.workers,
                     eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
-                    clip_grad_norm=args.clip_grad_norm, flip=not args.no_flip,
+                    clip_grad_norm=args.clip_grad_norm,
+                    flip=False if args.no_flip else ("dihedral" if args.dihedral else True),
                     resume=args.resume, seed=args.seed, progress=not args.no_progress,
                     log=lambda m: print(m, file=sys.stderr))
     print(f"trained {summary['iterations']} iterations in {summary['wall_s']:.0f} s; "
@@ -483,6 +484,9 @@ def build_parser():
     s.add_argument("--clip-grad-norm", type=float, default=None,
                    help="scale the gradient down to this global norm when it is larger")
     s.add_argument("--no-flip", action="store_true", help="no horizontal-flip augmentation")
+    s.add_argument("--dihedral", action="store_true",
+                   help="also flip upside down and transpose (all 8 symmetries of the square;"
+                        " for objects without an up, such as the shapes)")
     s.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.npz")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -50,7 +50,7 @@ import numpy as np
 from .checkpoint import (BadNpzFile, atomic_save_png, atomic_write_bytes, atomic_write_json,
                          load_npz, save_npz_atomic)
 from .config import config_from_dict
-from .data.coco import CocoDataset, DataError, check_images
+from .data.coco import CocoDataset, DataError, check_images, flip_vertical_transpose
 from .nn.optim import SGD, AdamW, warmup_multistep_lr
 
 # Defaults of the optimiser, as torchvision's detection reference script
@@ -270,14 +270,20 @@ def _read_log(path, upto):
 # ------------------------------------------------------------------------------------------
 def sample_batch(ds, indices, rng, batch_size, flip=True):
     """``batch_size`` samples drawn from ``indices`` (without replacement inside a batch, when
-    there are enough), each flipped left-right with probability 1/2. Both choices come from
-    ``rng``. Returns (images: list of [3, H, W], targets: list of dicts boxes/labels/masks,
-    and keypoints when the data set has them)."""
+    there are enough), each flipped left-right with probability 1/2. ``flip="dihedral"`` also
+    turns each upside down with probability 1/2 and transposes it with probability 1/2 (one of
+    the square's 8 symmetries, uniformly; for data whose objects have no up). Every choice
+    comes from ``rng``. Returns (images: list of [3, H, W], targets: list of dicts
+    boxes/labels/masks, and keypoints when the data set has them)."""
     picks = rng.choice(len(indices), size=batch_size, replace=batch_size > len(indices))  # [B]
     flips = rng.random(batch_size) < 0.5 if flip else np.zeros(batch_size, bool)  # [B]
+    turns = (rng.random((batch_size, 2)) < 0.5 if flip == "dihedral"
+             else np.zeros((batch_size, 2), bool))                   # [B, 2] = (vflip, transpose)
     images, targets = [], []
-    for p, f in zip(picks, flips):
+    for p, f, (v, tr) in zip(picks, flips, turns):
         s = ds.get(int(indices[p]), flip=bool(f))
+        if v or tr:
+            s = flip_vertical_transpose(s, v, tr)
         images.append(s["image"])  # [3, H, W]
         t = dict(boxes=s["boxes"], labels=s["labels"], masks=s["masks"])
         if "keypoints" in s:  # [G, K, 3], flipped with its left/right swap by ds.get
@@ -342,7 +348,7 @@ def hyper_parameters(iters, batch_size, lr, momentum, weight_decay, warmup_iters
                 weight_decay=weight_decay,
                 warmup_iters=warmup, warmup_factor=warmup_factor, gamma=gamma,
                 milestones=sorted(int(m) for m in milestones), clip_grad_norm=clip_grad_norm,
-                seed=seed, flip=bool(flip))
+                seed=seed, flip="dihedral" if flip == "dihedral" else bool(flip))
 
 
 def make_optimizer(model, hp):
@@ -351,7 +357,8 @@ def make_optimizer(model, hp):
     unused). Checkpoints written before the choice existed are SGD runs."""
     kind = hp.get("optimizer", "sgd")
     if kind == "adamw":
-        return AdamW(model, lr=hp["lr"], weight_decay=hp["weight_decay"])
+        return AdamW(model, lr=hp["lr"], weight_decay=hp["weight_decay"],
+                     backend=model.cfg.backend)
     return SGD(model, lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"])
 
 
@@ -455,6 +462,10 @@ def setup_run(cfg, data_dir, out_dir, hp, resume, train_split="train", val_split
         model = MaskRCNN(cfg, rng=np.random.default_rng(init_seq))
         rng = np.random.default_rng(train_seq)
         start = 0
+    if hp["flip"] == "dihedral" and train_ds.keypoint_names is not None:
+        raise DataError(f"{train_ds.ann_file}: has keypoints, and people have an up: the "
+                        f"dihedral flips (upside down, transposed) would teach upside-down "
+                        f"figures; train with the left-right flip only")
     if train_ds.num_classes != cfg.num_classes:
         raise DataError(f"{train_ds.ann_file}: {train_ds.num_classes - 1} categories, but the "
                         f"checkpoint's model has {cfg.num_classes - 1}")
@@ -562,7 +573,8 @@ def train(cfg, data_dir, out_dir, iters=300, batch_size=2, lr=0.02, momentum=MOM
         hyper-parameters come from it, only ``iters`` is taken from the arguments
       seed: seeds the weights (one child of ``SeedSequence(seed)``) and the training RNG
         (another child)
-      flip: horizontal-flip augmentation (off to over-fit one image exactly)
+      flip: horizontal-flip augmentation (False: off, to over-fit one image exactly;
+        "dihedral": all 8 symmetries of the square, for objects without an up)
       init_weights: a ``.npz`` of another run whose backbone and RPN start this one
         (:func:`init_from`; a fresh run only)
       workers: >= 2 trains on that many worker processes, one share of each batch on each

@@ -13,7 +13,7 @@ import pytest
 
 from mrcnn_np.checkpoint import load_npz
 from mrcnn_np.config import tiny
-from mrcnn_np.data.coco import DataError
+from mrcnn_np.data.coco import DataError, flip_vertical_transpose
 from mrcnn_np.data.shapes import make_shapes_dataset
 from mrcnn_np.model import LOSS_NAMES, MaskRCNN
 from mrcnn_np.nn.optim import warmup_multistep_lr
@@ -352,3 +352,56 @@ def test_init_weights_starts_the_backbone_and_rpn_from_another_run(shapes, tmp_p
     with pytest.raises(DataError, match="cannot read"):
         train(small_cfg(), shapes, tmp_path / "third", iters=0, eval_every=-1, progress=False,
               log=lambda m: None, init_weights=tmp_path / "missing.npz")
+
+
+def test_flip_vertical_transpose_by_hand():
+    # one 2x3 image, one object covering pixel (row 0, column 2): box (2, 0, 3, 1)
+    image = np.arange(18, dtype=np.float32).reshape(3, 2, 3)  # [3, H=2, W=3]
+    masks = np.zeros((1, 2, 3), np.uint8)
+    masks[0, 0, 2] = 1
+    s = dict(image=image, masks=masks, boxes=np.array([[2, 0, 3, 1]], np.float32),
+             labels=np.array([1]), orig_size=(2, 3))
+    v = flip_vertical_transpose(s, True, False)  # row 0 -> row 1
+    assert v["masks"][0, 1, 2] == 1 and v["masks"].sum() == 1
+    np.testing.assert_array_equal(v["boxes"], [[2, 1, 3, 2]])
+    np.testing.assert_array_equal(v["image"][0], [[3, 4, 5], [0, 1, 2]])
+    t = flip_vertical_transpose(s, False, True)  # (row 0, column 2) -> (row 2, column 0)
+    assert t["image"].shape == (3, 3, 2) and t["orig_size"] == (3, 2)
+    assert t["masks"][0, 2, 0] == 1 and t["masks"].sum() == 1
+    np.testing.assert_array_equal(t["boxes"], [[0, 2, 1, 3]])
+    np.testing.assert_array_equal(t["image"][0], [[0, 3], [1, 4], [2, 5]])
+    with pytest.raises(ValueError, match="keypoints"):
+        flip_vertical_transpose(dict(s, keypoints=np.zeros((1, 2, 3))), True, False)
+
+
+def test_sample_batch_dihedral_is_the_drawn_symmetry_and_keeps_boxes_on_masks(shapes):
+    ds = load_split(shapes, "train")
+    rng = np.random.default_rng(3)
+    state = rng.bit_generator.state
+    imgs, tgts = sample_batch(ds, np.arange(len(ds)), rng, 4, flip="dihedral")
+    rng2 = np.random.default_rng(3)
+    rng2.bit_generator.state = state
+    picks = rng2.choice(len(ds), size=4, replace=False)
+    flips = rng2.random(4) < 0.5
+    turns = rng2.random((4, 2)) < 0.5
+    for im, t, p, f, (v, tr) in zip(imgs, tgts, picks, flips, turns):
+        ref = ds.get(int(p))["image"]  # [3, H, W]: apply the draws in their order by hand
+        ref = ref[:, :, ::-1] if f else ref
+        ref = ref[:, ::-1, :] if v else ref
+        ref = ref.transpose(0, 2, 1) if tr else ref
+        np.testing.assert_array_equal(im, ref)
+        for m, b in zip(t["masks"], t["boxes"]):  # each box still encloses its mask
+            ys, xs = np.nonzero(m)
+            assert b[0] <= xs.min() and b[1] <= ys.min()
+            assert xs.max() + 1 <= b[2] + 1e-4 and ys.max() + 1 <= b[3] + 1e-4
+
+
+def test_dihedral_flips_on_keypoint_data_are_refused_before_training(tmp_path):
+    from mrcnn_np.data.stickfigures import make_figures_dataset
+    data = tmp_path / "figs"
+    make_figures_dataset(data, num_train=2, num_val=1, image_size=(SIZE, SIZE), seed=1)
+    run = tmp_path / "run"
+    with pytest.raises(DataError, match="people have an up"):
+        train(small_cfg(), data, run, iters=1, flip="dihedral", progress=False,
+              log=lambda m: None)
+    assert not (run / "log.jsonl").exists()  # no iteration ran

@@ -332,6 +332,32 @@ class CocoDataset:
                 f" {sum(len(v) for v in self._targets.values())} instances, {self.ann_file})")
 
 
+def flip_vertical_transpose(sample, vflip, transpose):
+    """A sample of ``CocoDataset.get`` turned upside down (``vflip``: y -> H - y) and/or
+    mirrored about its diagonal (``transpose``: x <-> y), in that order. With ``get``'s
+    left-right flip these give all 8 symmetries of the square (the dihedral augmentation of
+    ``train(flip="dihedral")``): right for objects that have no up, such as the shapes, wrong
+    for people, so a sample with keypoints is refused. Returns a new dict (image, boxes,
+    masks changed; labels and the rest as they were)."""
+    if "keypoints" in sample:
+        raise ValueError("a vertical flip or transpose has no meaning for keypoints (people"
+                         " have an up); use the left-right flip only")
+    image, masks, boxes = sample["image"], sample["masks"], sample["boxes"]  # [3,H,W] [G,H,W] [G,4]
+    if vflip:
+        h = image.shape[1]
+        image, masks = image[:, ::-1, :], masks[:, ::-1, :]
+        boxes = np.stack([boxes[:, 0], h - boxes[:, 3], boxes[:, 2], h - boxes[:, 1]], axis=1)
+    if transpose:
+        image, masks = image.transpose(0, 2, 1), masks.transpose(0, 2, 1)
+        boxes = boxes[:, [1, 0, 3, 2]]                                # (y1, x1, y2, x2)
+    out = dict(sample)
+    out.update(image=np.ascontiguousarray(image), masks=np.ascontiguousarray(masks),
+               boxes=np.ascontiguousarray(boxes, np.float32).reshape(-1, 4))
+    if "orig_size" in out:
+        out["orig_size"] = tuple(out["image"].shape[1:])
+    return out
+
+
 def flip_keypoints(keypoints, width, flip_indices):
     """Keypoints of an image of ``width`` pixels mirrored left-right, as torchvision's
     reference ``RandomHorizontalFlip`` does with ``_flip_coco_person_keypoints``.
