@@ -185,6 +185,7 @@ class DataParallel:
         if model.cfg.backbone_norm == "batch":
             raise ValueError("DataParallel cannot train BatchNorm: its statistics span the batch")
         self.model, self.workers = model, workers
+        self._next = None  # (images, their transform): the next batch, prepared early
         params = [m.params[k] for m, k in _trainable(model)]
         dtypes = {p.dtype for p in params}
         if len(dtypes) != 1:
@@ -219,10 +220,17 @@ class DataParallel:
                 else:
                     os.environ[v] = old
 
-    def forward_backward(self, images, targets, rng, zero_grad=True):
+    def forward_backward(self, images, targets, rng, zero_grad=True, draw_next=None):
+        """``draw_next``: a function that draws the next batch (images, targets) from ``rng``;
+        it is called, and that batch transformed, while the workers run this batch's losses
+        and backward, so that the next call with those images starts at the workers."""
         model = self.model
         model.train(True)
-        batch, image_sizes, targets = model.transform(images, targets, training=True, rng=rng)
+        if self._next is not None and self._next[0] is images:  # transformed during the last
+            batch, image_sizes, targets = self._next[1]
+        else:
+            batch, image_sizes, targets = model.transform(images, targets, training=True, rng=rng)
+        self._next = None
         parts = [p for p in np.array_split(np.arange(len(batch)), self.workers) if len(p)]
         for conn, part in zip(self._conns, parts):
             conn.send(("features", batch[part], [image_sizes[i] for i in part]))
@@ -237,6 +245,10 @@ class DataParallel:
             own = _counts(samples, part, names)
             shares.append({k: (own[k] / total[k] if total[k] else 0.0) for k in names})
             conn.send(("losses", _subset(samples, part), image_sizes, shares[-1]))
+        if draw_next is not None:  # the rng draws of the next step, in their usual order
+            next_images, next_targets = draw_next()
+            self._next = (next_images, model.transform(next_images, next_targets, training=True,
+                                                       rng=rng))
         # the batch's loss k = sum over workers of (share of the normalizer) x (worker's loss k)
         losses = {k: 0.0 for k in names}
         for conn, share in zip(self._conns, shares):

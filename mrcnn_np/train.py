@@ -321,6 +321,8 @@ class Run:
     val_ds: CocoDataset = None     # None: no evaluation
     records: list = field(default_factory=list)  # the log, one dict per iteration done
     parallel: object = None        # a parallel.DataParallel while training on several workers
+    ahead: tuple = None            # (rng state before it, images, targets): the next batch,
+    # drawn while the DataParallel workers ran this step's backward (train_step)
 
     @property
     def ckpt_path(self):
@@ -495,16 +497,41 @@ def setup_run(cfg, data_dir, out_dir, hp, resume, train_split="train", val_split
     return run
 
 
-def train_step(run, i):
+def _draw_batch(run):
+    return sample_batch(run.train_ds, run.indices, run.rng, run.hp["batch_size"],
+                        flip=run.hp.get("flip", True))
+
+
+def _draw_ahead(run):
+    """Draw the next iteration's batch now (``run.ahead``), keeping the rng state from before
+    the draw: a checkpoint saves that state, so a resumed run draws the same batch again."""
+    state = run.rng.bit_generator.state
+    images, targets = _draw_batch(run)
+    run.ahead = (state, images, targets)
+    return images, targets
+
+
+def train_step(run, i, more=False):
     """Iteration ``i`` (0-based): sample a batch, forward and backward, the finite check
-    BEFORE the step, optional clipping, the scheduled lr, the SGD step.
+    BEFORE the step, optional clipping, the scheduled lr, the SGD step. ``more``: another
+    iteration follows (on DataParallel workers its batch is then drawn during this one).
     Returns the log record {"iter": i + 1, "lr", every loss, "grad_norm", "time"}.
     Raises TrainingDiverged (the weights untouched) when a loss or gradient is not finite."""
     t0 = time.perf_counter()
     model, hp = run.model, run.hp
-    images, targets = sample_batch(run.train_ds, run.indices, run.rng, hp["batch_size"],
-                                   flip=hp.get("flip", True))
-    losses = (run.parallel or model).forward_backward(images, targets, run.rng)
+    if run.ahead is not None:  # drawn during the last step, from the same rng in the same order
+        _, images, targets = run.ahead
+        run.ahead = None
+    else:
+        images, targets = _draw_batch(run)
+    if run.parallel is None:
+        losses = model.forward_backward(images, targets, run.rng)
+    else:
+        # While the workers run this batch's losses and backward, the master draws (and
+        # transforms) the next batch: those draws come after this step's anchor and RoI
+        # draws either way, so the sequence of random numbers is the one of a step at a time
+        losses = run.parallel.forward_backward(
+            images, targets, run.rng, draw_next=(lambda: _draw_ahead(run)) if more else None)
     problem, grad_norm = _check_finite(losses, model)
     if problem is not None:
         raise TrainingDiverged(
@@ -525,7 +552,11 @@ def train_step(run, i):
 
 def save_run_checkpoint(run, done):
     """``checkpoint.npz`` after ``done`` iterations, and the loss curve so far."""
-    save_checkpoint(run.ckpt_path, run.model, run.optimizer, done, run.rng, run.hp,
+    rng = run.rng
+    if run.ahead is not None:  # the next batch is drawn already: save the state from before
+        rng = np.random.Generator(type(run.rng.bit_generator)())
+        rng.bit_generator.state = run.ahead[0]
+    save_checkpoint(run.ckpt_path, run.model, run.optimizer, done, rng, run.hp,
                     run.class_names)
     if run.records:
         plot_loss_curve(run.records, run.out_dir / "loss_curve.png")
@@ -603,7 +634,7 @@ def train(cfg, data_dir, out_dir, iters=300, batch_size=2, lr=0.02, momentum=MOM
     try:
         with open(run.log_path, "a") as log_file:
             for i in bar:  # i: 0-based index of this iteration; after it, i + 1 are done
-                record = train_step(run, i)
+                record = train_step(run, i, more=i + 1 < iters)
                 run.records.append(record)
                 log_file.write(json.dumps(record) + "\n")
                 log_file.flush()

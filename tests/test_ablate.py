@@ -30,10 +30,10 @@ def test_toy_grid_resumes_and_skips_finished_runs(data, tmp_path, monkeypatch):
     logs = []
     real_step = mrcnn_np.train.train_step
 
-    def crash_in_pool(run, i):  # Ctrl-C at iteration 8 of the second variant
+    def crash_in_pool(run, i, **kw):  # Ctrl-C at iteration 8 of the second variant
         if run.out_dir.parent.name == "pool" and i == 7:
             raise KeyboardInterrupt
-        return real_step(run, i)
+        return real_step(run, i, **kw)
 
     monkeypatch.setattr(mrcnn_np.train, "train_step", crash_in_pool)
     with pytest.raises(KeyboardInterrupt):
