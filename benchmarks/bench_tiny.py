@@ -431,6 +431,10 @@ def run_child(kind, args, work, inputs, config, weights, rnd, steps, root=None, 
            "--inputs", str(inputs), "--weights", str(weights), "--threads", str(args.threads),
            "--steps", str(steps), "--warmup", str(args.warmup), "--round", str(rnd)]
     if not own_preset:
+        if kind == "ours" and root == ROOT and args.ours_set:  # ours only: e.g. the demo's
+            cfg = dict(json.loads(Path(config).read_text()), **_overrides(args.ours_set))
+            config = work / "config_ours.json"
+            config.write_text(json.dumps(cfg))
         cmd += ["--config", str(config)]
     if root:
         cmd += ["--root", str(root)]
@@ -442,6 +446,15 @@ def run_child(kind, args, work, inputs, config, weights, rnd, steps, root=None, 
     if p.returncode:
         raise RuntimeError(f"{kind} child ({root or ROOT}) failed:\n{p.stderr[-4000:]}")
     return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def _overrides(pairs):
+    """``["mask_rois_per_image=8", ...]`` -> {field: value} (values read as JSON)."""
+    out = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        out[key] = json.loads(value)
+    return out
 
 
 def _median(runs, case, key):
@@ -513,6 +526,9 @@ def main():
     ap.add_argument("--ours-workers", type=int, default=1,
                     help="train ours with parallel.DataParallel on this many workers (make demo: "
                          "2); only the step's total is timed then")
+    ap.add_argument("--ours-set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="a Config field for OUR side only (repeatable), e.g. the demo's "
+                         "mask_rois_per_image=8; the twin and the baseline keep the preset's")
     ap.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--weights", default="notebooks/assets/tiny_shapes.npz",
                     help="our .npz weights, loaded into both (default: the demo's trained model)")
@@ -578,6 +594,9 @@ def main():
           + (f"; ours trains on {args.ours_workers} DataParallel workers (1 BLAS and 1 numba "
              f"thread each; inference in one process)" if args.ours_workers > 1 else "")
           + f"); {os.cpu_count()} CPU cores")
+    if args.ours_set:
+        print(f"- ours only: {', '.join(args.ours_set)} (the twin and the baseline: the preset's "
+              f"values)")
     print(f"- weights: {wdesc}")
     print(f"- inputs: {args.images} shapes train images {[tuple(s) for s in sizes]} with "
           f"{nobj} objects, resized by both to the preset's min_size {cfg['min_size']}, max_size "
