@@ -171,7 +171,7 @@ lib_boxes, lib_scores, lib_labels = postprocess_detections(
     class_logits, box_regression, proposals, image_sizes, cfg.box_score_thresh,
     cfg.box_nms_thresh, cfg.box_detections_per_img, cfg.bbox_reg_weights)
 assert np.array_equal(lib_boxes[0], det_boxes) and np.array_equal(lib_labels[0], det_labels)
-print("\nbest 5 detections (x1, y1, x2, y2, score, label):")
+print("\nbest 5 detections (x1, y1, x2, y2 in the network input's pixels, score, label):")
 for b, s, l in zip(det_boxes[:5], det_scores[:5], det_labels[:5]):
     print(np.round(b, 1), f"{s:.3f}", names[l])
 
@@ -182,13 +182,19 @@ for b, s, l in zip(det_boxes[:5], det_scores[:5], det_labels[:5]):
 # threshold 0.05 keeps many weak detections on purpose: AP rewards ranking, not a cut-off
 # (section 4), so the cut-off for *pictures* (0.5 below) is chosen later, by the user.
 
+# Proposals and detections live in the resized image the network saw (`image_sizes[0]`);
+# to draw them on the image as it was loaded, scale them back, as `postprocess` does.
+
 # %%
+(h_net, w_net), (h_img, w_img) = image_sizes[0], image.shape[1:]
+net_to_image = np.array([w_img / w_net, h_img / h_net] * 2, np.float32)  # network -> image pixels
+print(f"network input {w_net}x{h_net} -> image {w_img}x{h_img}: boxes times {net_to_image[:2]}")
 fig, axes = plt.subplots(1, 4, figsize=(12, 3.4))
 panels = [("ground truth", sample["boxes"], sample["labels"], None),
-          (f"{P} proposals", proposals[0], np.zeros(P, int), None),
-          (f"{len(before_nms[1])} candidates with score > 0.05", before_nms[0], before_nms[2],
-           before_nms[1]),
-          (f"{len(det_scores)} detections after NMS", det_boxes, det_labels, det_scores)]
+          (f"{P} proposals", proposals[0] * net_to_image, np.zeros(P, int), None),
+          (f"{len(before_nms[1])} candidates with score > 0.05", before_nms[0] * net_to_image,
+           before_nms[2], before_nms[1]),
+          (f"{len(det_scores)} detections after NMS", det_boxes * net_to_image, det_labels, det_scores)]
 for ax, (title, b, l, s) in zip(axes, panels):
     ax.imshow(image.transpose(1, 2, 0))
     for k in range(len(b)):
@@ -242,7 +248,7 @@ m, _ = model.roi_heads.mask_head.forward(mask_feats)
 mask_logits, _ = model.roi_heads.mask_predictor.forward(m)  # [D, K, 28, 28]
 mask_probs = masks_from_logits(mask_logits, det_labels)  # [D, 1, 28, 28]
 d = 0  # the best detection
-box = det_boxes[d:d + 1]  # [1, 4]
+box = det_boxes[d:d + 1] * net_to_image  # [1, 4], in image pixels
 padded, scale = expand_masks(mask_probs[d:d + 1])  # [1, 1, 30, 30], 30 / 28
 grown = expand_boxes(box, scale)  # [1, 4]
 pasted = paste_masks_in_image(mask_probs[d:d + 1], box, image.shape[1:])[0, 0]  # [H, W]
@@ -642,8 +648,8 @@ print(f"without it:                 {len(s_nobg[0])} detections (capped at "
       f"{cfg.box_detections_per_img}), {int((s_nobg[0] >= 0.5).sum())} with score >= 0.5")
 
 fig, axes = plt.subplots(1, 2, figsize=(7, 3.6))
-panels = (("softmax with background", det_boxes, det_labels, det_scores),
-          ("softmax without background", b_nobg[0], l_nobg[0], s_nobg[0]))
+panels = (("softmax with background", det_boxes * net_to_image, det_labels, det_scores),
+          ("softmax without background", b_nobg[0] * net_to_image, l_nobg[0], s_nobg[0]))
 for ax, (title, b, l, s) in zip(axes, panels):
     ax.imshow(draw_instances(image, b, l, s, class_names=names, score_threshold=0.5))
     ax.set_title(title + f": {int((s >= 0.5).sum())} at >= 0.5", fontsize=9)
