@@ -620,8 +620,9 @@ assert 0.5 < oks_by_hand < 0.95 and (~labelled).sum() == 2
 # One command trains the `tiny_keypoints` preset on the stick figures and scores it, the
 # keypoint twin of `make demo`: `python -m mrcnn_np demo --keypoints` writes 200 training and
 # 50 validation images (seed 0), trains on both cores, and evaluates box, mask and keypoint AP
-# with pycocotools. Its backbone and RPN start from the shapes demo's weights (chapter 10's
-# run, `assets/tiny_shapes.npz`): the paper starts from ImageNet weights for the same reason,
+# with pycocotools. Its backbone and RPN start from a shapes demo's weights (a run of chapter
+# 10's demo from before its dihedral flips, `assets/keypoint_init.npz`): the paper starts from
+# ImageNet weights for the same reason,
 # features that already see edges and blobs. The heads start fresh. (The README compares this
 # run with one from scratch.) `assets/tiny_figures.npz` holds the weights of that run
 # and `assets/keypoint_demo_run.json` its settings and numbers (to make them again: the
@@ -642,7 +643,7 @@ st = kp_run["settings"]
 print(f"{kp_run['command']}: {kp_run['iterations']} iterations of {st['batch_size']} images, "
       f"AdamW lr {st['lr']}, {st['workers']} workers; {kp_run['wall_s'] / 60:.1f} min on the "
       f"2-core machine; backbone and RPN from {Path(st['init_weights']).name}")
-assert Path(st["init_weights"]).name == "tiny_shapes.npz"
+assert Path(st["init_weights"]).name == "keypoint_init.npz"
 print(format_table(kp_run["eval"]))
 
 # %% [markdown]
