@@ -402,7 +402,8 @@ def prepare(work, args):
             arrays[f"{k}{i}"] = np.asarray(tgt[k])
     inputs = work / "inputs.npz"
     np.savez(inputs, **arrays)
-    cfg = tiny()
+    cfg = tiny(mask_paste="torchvision")  # the twin pastes torchvision's way: the same work
+    # (``--ours-set mask_paste=subpixel`` times the tiny preset's own paste)
     config = work / "config.json"
     config.write_text(json.dumps(cfg.to_dict()))
     if args.random_init:

@@ -157,7 +157,7 @@ class MaskRCNN(Module):
         object.__setattr__(self, "transform", KeypointTransform(
             min_size=cfg.min_size, max_size=cfg.max_size, image_mean=cfg.image_mean,
             image_std=cfg.image_std, size_divisible=cfg.size_divisible,
-            square=cfg.square))
+            square=cfg.square, mask_paste=cfg.mask_paste))
         object.__setattr__(self, "anchor_generator",
                            AnchorGenerator(cfg.anchor_sizes, cfg.aspect_ratios))
         self.backbone = build_backbone(cfg, rng)
@@ -228,11 +228,28 @@ class MaskRCNN(Module):
         samples = self.sample_targets(features.anchors, proposals, targets, rng)
         return self.loss_forward(features, samples, image_sizes)
 
-    def sample_targets(self, anchors, proposals, targets, rng):
+    def anchor_targets(self, anchors, targets, rng):
+        """The RPN's targets (chapter 04): each image's anchors matched to its GT boxes and
+        sampled. Returns (labels [N, A]: 1 / 0 / -1 = ignored, regression targets [N, A, 4]).
+        The first draws of ``sample_targets``; they need only the anchors and the GT boxes."""
+        cfg = self.cfg
+        rpn_labels, rpn_targets = [], []
+        for tgt in targets:
+            lab, reg, _ = build_rpn_targets(
+                anchors, tgt["boxes"], rng, fg_iou=cfg.rpn_fg_iou_thresh,
+                bg_iou=cfg.rpn_bg_iou_thresh, batch_size_per_image=cfg.rpn_batch_size_per_image,
+                positive_fraction=cfg.rpn_positive_fraction, backend=cfg.backend)
+            rpn_labels.append(lab)  # [A]
+            rpn_targets.append(reg)  # [A, 4]
+        return np.stack(rpn_labels), np.stack(rpn_targets).astype(anchors.dtype, copy=False)
+
+    def sample_targets(self, anchors, proposals, targets, rng, anchor_samples=None):
         """Targets of the losses (chapters 04, 07 and 15) -> ``Samples``.
 
         anchors [A, 4]; proposals: N arrays [P_i, 4]; targets: the transformed target dicts.
-        The RPN's anchors are matched and sampled per image; the proposals (plus the GT boxes)
+        The RPN's anchors are matched and sampled per image (``anchor_targets``; or pass its
+        result as ``anchor_samples`` when it was drawn already, as DataParallel does while the
+        workers run the backbone); the proposals (plus the GT boxes)
         are matched and sampled into RoIs, and each positive RoI gets its GT mask, cut out and
         resized to M x M. All of it in the anchors' dtype.
 
@@ -242,14 +259,8 @@ class MaskRCNN(Module):
         loss, so it is left out before pooling rather than after.
         """
         cfg, dtype = self.cfg, anchors.dtype
-        rpn_labels, rpn_targets = [], []
-        for tgt in targets:
-            lab, reg, _ = build_rpn_targets(
-                anchors, tgt["boxes"], rng, fg_iou=cfg.rpn_fg_iou_thresh,
-                bg_iou=cfg.rpn_bg_iou_thresh, batch_size_per_image=cfg.rpn_batch_size_per_image,
-                positive_fraction=cfg.rpn_positive_fraction, backend=cfg.backend)
-            rpn_labels.append(lab)  # [A]
-            rpn_targets.append(reg)  # [A, 4]
+        rpn_labels, rpn_targets = (self.anchor_targets(anchors, targets, rng)
+                                   if anchor_samples is None else anchor_samples)
         rois, matched, labels, reg_targets = select_training_samples(
             proposals, [t["boxes"] for t in targets], [t["labels"] for t in targets], rng,
             cfg.box_fg_iou_thresh, cfg.box_bg_iou_thresh, cfg.box_batch_size_per_image,
@@ -283,8 +294,8 @@ class MaskRCNN(Module):
             kp_heatmaps, kp_valid = keypoint_targets(
                 gt_kps, kp_rois, [m[h] for m, h in zip(pos_matched, has)],
                 cfg.keypoint_heatmap_size)
-        return Samples(np.stack(rpn_labels), np.stack(rpn_targets).astype(dtype, copy=False),
-                       rois, labels, [r.astype(dtype, copy=False) for r in reg_targets],
+        return Samples(rpn_labels, rpn_targets, rois, labels,
+                       [r.astype(dtype, copy=False) for r in reg_targets],
                        mask_rois, mask_targets, kp_rois, kp_heatmaps, kp_valid, mask_labels)
 
     def loss_forward(self, features, samples, image_sizes):

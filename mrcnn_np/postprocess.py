@@ -9,7 +9,9 @@ Three steps, as torchvision's ``RoIHeads`` and ``GeneralizedRCNNTransform`` do t
 2. ``masks_from_logits``: for each detection, the mask head's ``M x M`` logits of the
    detection's own class, through a sigmoid (``maskrcnn_inference``).
 3. ``paste_masks_in_image``: each ``M x M`` mask probability map is resized to its box and
-   written into an empty image (``roi_heads.paste_masks_in_image``).
+   written into an empty image (``roi_heads.paste_masks_in_image``), or, with
+   ``method="subpixel"``, sampled at each pixel's centre inside the box's exact position
+   (detectron2's ``paste_masks_in_image``; the ``tiny`` preset's choice, see below).
 
 None of this has a backward: it runs only at inference, after the losses.
 """
@@ -24,6 +26,7 @@ from .ops.nms import batched_nms
 
 MIN_BOX_SIZE = 1e-2  # torchvision RoIHeads.postprocess_detections: remove_small_boxes(.., 1e-2)
 TO_REMOVE = 1  # torchvision paste_mask_in_image: integer box [x0, x1] covers x1 - x0 + 1 pixels
+PASTE_METHODS = ("torchvision", "subpixel")  # Config.mask_paste
 
 
 # ------------------------------------------------------------------------------------------------
@@ -92,14 +95,67 @@ def paste_mask_in_image(mask, box, im_h, im_w):
     return im_mask
 
 
-def paste_masks_in_image(masks, boxes, img_shape, padding=1):
-    """Paste ``M x M`` mask probabilities into full images, as torchvision does.
+def paste_mask_subpixel(mask, box, im_h, im_w):
+    """Paste one mask where its box really is: each pixel's centre is looked up in the mask.
+
+    Args:
+        mask: [M, M] float probabilities (not padded).
+        box: (x1, y1, x2, y2) floats, in the target image's pixels; pixel ``i`` covers
+            ``[i, i + 1)``, so its centre is ``i + 0.5``.
+        im_h, im_w: the image size.
+    Returns:
+        [im_h, im_w] of mask's dtype.
+
+    The mask's ``M`` cells tile the box evenly: cell ``k`` covers ``x1 + k w / M`` to
+    ``x1 + (k + 1) w / M`` (``w = x2 - x1``) and its value sits at that span's centre. A pixel
+    whose centre is at ``x`` is at ``u = (x - x1) / w * M - 1/2`` in cell units (``u = 0``: the
+    first cell's centre) and takes the bilinear interpolation of the cells around ``u``, with 0
+    outside the mask. This is ``grid_sample(mask, grid, align_corners=False)`` with zeros outside,
+    which is how detectron2 pastes.
+
+    Why not torchvision's way (``paste_mask_in_image``): it truncates the grown box to whole
+    pixels and resizes the mask to ``x2 - x1 + 1`` columns, so a pasted mask can be up to about
+    a pixel too wide and shifted by up to a pixel. On a 30-px shape that alone costs a few
+    points of IoU: with perfect boxes and perfect 28x28 masks, torchvision's paste scores mask
+    AP 0.904 on the shapes validation set, this one 1.000 (chapter 11 measures it). Along each
+    axis, a mask of ones pasted this way is > 0.5 exactly at the pixels whose centre is inside
+    the box (it ramps from 0 to 1 over the half cell either side of the edge).
+    """
+    M_h, M_w = mask.shape
+    x1, y1, x2, y2 = (float(v) for v in box)
+    w, h = max(x2 - x1, 1e-6), max(y2 - y1, 1e-6)
+    u = (np.arange(im_w) + 0.5 - x1) / w * M_w - 0.5  # [im_w] each column's centre, in cells
+    v = (np.arange(im_h) + 0.5 - y1) / h * M_h - 0.5  # [im_h] each row's centre, in cells
+    cols = np.flatnonzero((u > -1) & (u < M_w))  # the columns that see some cell
+    rows = np.flatnonzero((v > -1) & (v < M_h))
+    out = np.zeros((im_h, im_w), dtype=mask.dtype)
+    if len(cols) == 0 or len(rows) == 0:
+        return out
+    padded = np.pad(mask, 1)  # [M_h + 2, M_w + 2]: a ring of zeros, cell k is padded[k + 1]
+    u0 = np.floor(u[cols]).astype(np.int64)  # [c] the cell left of each centre, -1 .. M_w - 1
+    v0 = np.floor(v[rows]).astype(np.int64)  # [r]
+    fu = (u[cols] - u0).astype(mask.dtype)[None, :]  # [1, c] the weight of the right cell
+    fv = (v[rows] - v0).astype(mask.dtype)[:, None]  # [r, 1] the weight of the lower cell
+    a = padded[v0 + 1][:, u0 + 1]  # [r, c] upper left
+    b = padded[v0 + 1][:, u0 + 2]  # upper right
+    c = padded[v0 + 2][:, u0 + 1]  # lower left
+    d = padded[v0 + 2][:, u0 + 2]  # lower right
+    one = mask.dtype.type(1)
+    out[np.ix_(rows, cols)] = ((one - fv) * ((one - fu) * a + fu * b)
+                               + fv * ((one - fu) * c + fu * d))
+    return out
+
+
+def paste_masks_in_image(masks, boxes, img_shape, padding=1, method="torchvision"):
+    """Paste ``M x M`` mask probabilities into full images, as torchvision does
+    (``method="subpixel"``: as detectron2 does, ``paste_mask_subpixel``).
 
     Args:
         masks: [D, 1, M, M] float probabilities (the mask head's output for each detection).
         boxes: [D, 4] = (x1, y1, x2, y2) detection boxes in the pixels of the target image.
         img_shape: (h, w) of the target image.
         padding: zero border added around each mask before resizing (torchvision: 1).
+        method: "torchvision" (below) or "subpixel" (``paste_mask_subpixel``, no padding).
     Returns:
         [D, 1, h, w] of masks' dtype; zeros outside each box. D = 0 gives [0, 1, h, w].
 
@@ -118,8 +174,15 @@ def paste_masks_in_image(masks, boxes, img_shape, padding=1):
     boxes = np.asarray(boxes)
     im_h, im_w = int(img_shape[0]), int(img_shape[1])
     D = masks.shape[0]
+    if method not in PASTE_METHODS:
+        raise ValueError(f"unknown paste method {method!r}; choose one of {PASTE_METHODS}")
     if D == 0:
         return np.zeros((0, 1, im_h, im_w), dtype=masks.dtype)
+    if method == "subpixel":
+        out = np.empty((D, 1, im_h, im_w), dtype=masks.dtype)  # [D, 1, h, w]
+        for d in range(D):
+            out[d, 0] = paste_mask_subpixel(masks[d, 0], boxes[d], im_h, im_w)
+        return out
     padded, scale = expand_masks(masks, padding=padding)  # [D, 1, M+2p, M+2p]
     int_boxes = np.trunc(expand_boxes(boxes, scale)).astype(np.int64)  # [D, 4] towards zero
     out = np.empty((D, 1, im_h, im_w), dtype=masks.dtype)  # [D, 1, h, w]
@@ -131,7 +194,8 @@ def paste_masks_in_image(masks, boxes, img_shape, padding=1):
 PASTE_CHUNK_PIXELS = 2 ** 25  # 32 Mpx: a float32 chunk of pasted masks holds at most 128 MiB
 
 
-def paste_masks_in_chunks(masks, boxes, img_shape, max_pixels=PASTE_CHUNK_PIXELS):
+def paste_masks_in_chunks(masks, boxes, img_shape, max_pixels=PASTE_CHUNK_PIXELS,
+                          method="torchvision"):
     """``paste_masks_in_image`` a few detections at a time, so that memory stays bounded
     however many detections and however large the image (100 masks of 4000 x 3000 would be
     4.8 GB at once). Each mask is pasted on its own, so the chunks equal the one-shot result.
@@ -143,7 +207,7 @@ def paste_masks_in_chunks(masks, boxes, img_shape, max_pixels=PASTE_CHUNK_PIXELS
     step = max(1, max_pixels // max(1, h * w))
     for start in range(0, len(masks), step):
         yield start, paste_masks_in_image(masks[start:start + step], boxes[start:start + step],
-                                          img_shape)
+                                          img_shape, method=method)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -70,10 +70,13 @@ class Transform:
         square: 0 for torchvision's behaviour; ``S > 0`` for the matterport preset's square
             mode (see ``resize_image`` for how it differs from torchvision and from matterport);
             ``min_size`` and ``max_size`` are then unused.
+        mask_paste: how ``postprocess`` pastes masks: "torchvision" or "subpixel" (see
+            ``postprocess.paste_masks_in_image``).
     """
 
     def __init__(self, min_size=800, max_size=1333, image_mean=IMAGENET_MEAN,
-                 image_std=IMAGENET_STD, size_divisible=32, fixed_size=None, square=0):
+                 image_std=IMAGENET_STD, size_divisible=32, fixed_size=None, square=0,
+                 mask_paste="torchvision"):
         self.min_size = tuple(min_size) if isinstance(min_size, (list, tuple)) else (min_size,)
         self.max_size = max_size
         self.image_mean = tuple(image_mean)
@@ -81,12 +84,13 @@ class Transform:
         self.size_divisible = size_divisible
         self.fixed_size = fixed_size
         self.square = int(square)
+        self.mask_paste = mask_paste
 
     def __repr__(self):
         return (f"Transform(min_size={self.min_size}, max_size={self.max_size}, "
                 f"mean={self.image_mean}, std={self.image_std}, "
                 f"size_divisible={self.size_divisible}, fixed_size={self.fixed_size}, "
-                f"square={self.square})")
+                f"square={self.square}, mask_paste={self.mask_paste!r})")
 
     # -- step 1 ----------------------------------------------------------------------------------
     def normalize(self, image):
@@ -225,6 +229,7 @@ class Transform:
             r = dict(pred)
             r["boxes"] = resize_boxes(pred["boxes"], im_s, o_im_s)  # [D, 4]
             if "masks" in pred and paste_masks:
-                r["masks"] = paste_masks_in_image(pred["masks"], r["boxes"], o_im_s)  # [D,1,H,W]
+                r["masks"] = paste_masks_in_image(pred["masks"], r["boxes"], o_im_s,
+                                                  method=self.mask_paste)  # [D, 1, H, W]
             results.append(r)
         return results

@@ -364,6 +364,6 @@ def test_masks_pasted_in_chunks_give_the_same_results(shapes):
     seen = []
     chunked = detection_to_coco_results(pred, 7, (SIZE, SIZE), {1: 1, 2: 2, 3: 3},
                                         on_masks=lambda start, m: seen.append((start, len(m))),
-                                        max_pixels=3 * SIZE * SIZE)
+                                        max_pixels=3 * SIZE * SIZE, paste=model.cfg.mask_paste)
     assert chunked == predictions_to_coco_results([whole], [7], {1: 1, 2: 2, 3: 3})
     assert seen[:2] == [(0, 3), (3, 3)]

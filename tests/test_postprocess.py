@@ -13,8 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import oracle
+from mrcnn_np.config import get_config
 from mrcnn_np.postprocess import (expand_boxes, expand_masks, masks_from_logits,
-                                  paste_masks_in_image, postprocess_detections)
+                                  paste_mask_subpixel, paste_masks_in_image,
+                                  postprocess_detections)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -110,6 +112,79 @@ def test_paste_leaves_inputs_alone():
     paste_masks_in_image(masks, boxes, (30, 40))
     np.testing.assert_array_equal(masks, m0)
     np.testing.assert_array_equal(boxes, b0)
+
+
+# ------------------------------------------------------------------------------------------------
+# paste_masks_in_image(method="subpixel"): detectron2's paste
+# ------------------------------------------------------------------------------------------------
+def test_paste_subpixel_by_hand():
+    # A 2x2 mask with one 1 at the top left, in the box (0, 0, 4, 4) of a 4x4 image.
+    # Each cell spans 2 px; pixel i's centre i + 0.5 sits at u = (i + 0.5) / 4 * 2 - 0.5 cells:
+    #   i = 0, 1, 2, 3 -> u = -0.25, 0.25, 0.75, 1.25
+    # The weight of cell 0 (the only 1) at u: 1 - |u| within a cell of it, else 0:
+    #   0.75, 0.75, 0.25, 0   (u = -0.25 mixes cell 0 with the zero outside the mask)
+    # Rows take the same weights; the pasted value is the product.
+    mask = np.array([[1.0, 0.0], [0.0, 0.0]], np.float32)
+    w = np.array([0.75, 0.75, 0.25, 0.0], np.float32)
+    out = paste_masks_in_image(mask[None, None], np.array([[0.0, 0, 4, 4]], np.float32), (4, 4),
+                               method="subpixel")
+    np.testing.assert_allclose(out[0, 0], np.outer(w, w), rtol=0, atol=1e-7)
+
+
+@settings(max_examples=25)
+@given(lo=st.floats(-3, 10), size=st.floats(0.2, 12), M=st.integers(2, 28), axis=st.sampled_from([0, 1]))
+def test_paste_subpixel_ones_cover_the_pixel_centres_in_the_box(lo, size, M, axis):
+    # Along one axis a mask of ones rises from 0 to 1 over the half cell on each side of the
+    # box's edge (1 - |u| at u cells outside the first cell's centre), so it is > 0.5 exactly
+    # where the pixel's centre is inside the box. The other axis spans -100 .. 200 px, so the
+    # 16 pixels there sit well inside its cells (weight 1). Centres within 1e-4 px of an edge
+    # are left out (rounding decides them).
+    box = np.array([lo, -100.0, lo + size, 200.0]) if axis == 1 else \
+        np.array([-100.0, lo, 200.0, lo + size])
+    out = paste_mask_subpixel(np.ones((M, M)), box, 16, 16)
+    profile = out[0] if axis == 1 else out[:, 0]  # every row (column) is the same
+    np.testing.assert_allclose(out, np.broadcast_to(
+        profile[None] if axis == 1 else profile[:, None], out.shape), rtol=0, atol=1e-12)
+    centres = np.arange(16) + 0.5
+    inside = (centres > lo) & (centres < lo + size)
+    clear = np.minimum(np.abs(centres - lo), np.abs(centres - lo - size)) > 1e-4
+    assert ((profile > 0.5) == inside)[clear].all()
+
+
+@settings(max_examples=25)
+@given(seed=st.integers(0, 2**31 - 1), D=st.integers(1, 6), M=st.integers(1, 28),
+       h=st.integers(1, 40), w=st.integers(1, 40), double=st.booleans())
+def test_paste_subpixel_matches_grid_sample(seed, D, M, h, w, double):
+    # detectron2's paste is grid_sample(align_corners=False, zeros outside) at the pixel centres
+    torch, _ = oracle()
+    rng = np.random.default_rng(seed)
+    dtype = np.float64 if double else np.float32
+    masks = rng.random((D, 1, M, M)).astype(dtype)
+    boxes = _boxes_touching_image(rng, D, h, w)
+    boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2] + 0.05)  # grid_sample divides by w
+    boxes = boxes.astype(dtype)
+    ours = paste_masks_in_image(masks, boxes, (h, w), method="subpixel")
+    b = torch.from_numpy(boxes.astype(np.float64))
+    gx = (torch.arange(w, dtype=torch.float64)[None] + 0.5 - b[:, :1]) / (b[:, 2:3] - b[:, :1])
+    gy = (torch.arange(h, dtype=torch.float64)[None] + 0.5 - b[:, 1:2]) / (b[:, 3:4] - b[:, 1:2])
+    grid = torch.stack([(2 * gx - 1)[:, None, :].expand(D, h, w),
+                        (2 * gy - 1)[:, :, None].expand(D, h, w)], -1)
+    ref = torch.nn.functional.grid_sample(torch.from_numpy(masks.astype(np.float64)), grid,
+                                          mode="bilinear", padding_mode="zeros",
+                                          align_corners=False).numpy()
+    assert ours.shape == ref.shape == (D, 1, h, w) and ours.dtype == dtype
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12 if double else 1e-5)
+
+
+def test_paste_methods_of_the_presets_and_unknown_method():
+    assert get_config("tiny").mask_paste == "subpixel"
+    assert get_config("torchvision_r50_fpn").mask_paste == "torchvision"
+    assert get_config("matterport").mask_paste == "torchvision"
+    with pytest.raises(ValueError, match="unknown paste method 'nearest'"):
+        paste_masks_in_image(np.ones((1, 1, 2, 2)), np.array([[0.0, 0, 2, 2]]), (3, 3),
+                             method="nearest")
+    with pytest.raises(ValueError, match="unknown mask_paste"):
+        get_config("tiny", mask_paste="nearest")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -131,7 +131,7 @@ def _results(pred, image_id, label_to_cat_id, binary_masks=None, start=0):
 
 
 def detection_to_coco_results(pred, image_id, image_size, label_to_cat_id, mask_threshold=0.5,
-                              on_masks=None, max_pixels=None):
+                              on_masks=None, max_pixels=None, paste="torchvision"):
     """One image's detections as COCO results, its masks pasted a chunk at a time.
 
     Inputs:
@@ -141,6 +141,7 @@ def detection_to_coco_results(pred, image_id, image_size, label_to_cat_id, mask_
       on_masks: optional ``f(start, binary [c, H, W])``, called with each chunk of pasted,
         thresholded masks (``predict`` draws the picture with them)
       max_pixels: the most mask pixels pasted at once (default ``PASTE_CHUNK_PIXELS``)
+      paste: the paste method, "torchvision" or "subpixel" (the model's ``cfg.mask_paste``)
 
     Returns the list of result dicts, the same as ``predictions_to_coco_results`` on the
     pasted masks; memory holds one chunk of full-size masks at a time
@@ -152,7 +153,7 @@ def detection_to_coco_results(pred, image_id, image_size, label_to_cat_id, mask_
     results = []
     boxes = np.asarray(pred["boxes"]).reshape(-1, 4)                       # [D, 4]
     for start, pasted in paste_masks_in_chunks(np.asarray(pred["masks"]), boxes, image_size,
-                                               max_pixels or PASTE_CHUNK_PIXELS):
+                                               max_pixels or PASTE_CHUNK_PIXELS, paste):
         binary = pasted[:, 0] > mask_threshold                             # [c, H, W]
         del pasted
         if on_masks is not None:
