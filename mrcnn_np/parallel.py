@@ -12,7 +12,9 @@ gradients are summed:
                           <-- proposals ---
     sample_targets for the whole batch
       (the same rng draws, in the same
-       order, as MaskRCNN.forward_train)
+       order, as MaskRCNN.forward_train;
+       the anchors' draws even before the
+       proposals come back)
                           -- samples[B_w],   the five losses of B_w, backward with each
                              loss weights -> loss weighted by B_w's share (below)
     grad = sum over workers                 <-- losses ----  (its grads in shared memory)
@@ -186,6 +188,7 @@ class DataParallel:
             raise ValueError("DataParallel cannot train BatchNorm: its statistics span the batch")
         self.model, self.workers = model, workers
         self._next = None  # (images, their transform): the next batch, prepared early
+        self._anchors = {}  # (padded size, dtype) -> the anchors [A, 4] the workers returned
         params = [m.params[k] for m, k in _trainable(model)]
         dtypes = {p.dtype for p in params}
         if len(dtypes) != 1:
@@ -234,10 +237,17 @@ class DataParallel:
         parts = [p for p in np.array_split(np.arange(len(batch)), self.workers) if len(p)]
         for conn, part in zip(self._conns, parts):
             conn.send(("features", batch[part], [image_sizes[i] for i in part]))
+        # The anchors depend only on the padded batch's size: once seen, the RPN's targets
+        # (the first draws of sample_targets) are drawn while the workers run the backbone
+        key = (batch.shape[-2:], batch.dtype)
+        anchors = self._anchors.get(key)
+        anchor_samples = None if anchors is None else model.anchor_targets(anchors, targets, rng)
         replies = [_recv(conn) for conn in self._conns[:len(parts)]]
         proposals = [p for props, _ in replies for p in props]  # N arrays [P_i, 4]
-        anchors = replies[0][1]
-        samples = model.sample_targets(anchors, proposals, targets, rng)  # forward_train's draws
+        if anchors is None:
+            anchors = self._anchors[key] = replies[0][1]
+        samples = model.sample_targets(anchors, proposals, targets, rng,  # forward_train's
+                                       anchor_samples=anchor_samples)    # draws, in order
         names = loss_names(model.cfg)
         total = _counts(samples, range(len(batch)), names)
         shares = []  # per worker: loss k -> its share of the batch's normalizer of loss k
