@@ -88,16 +88,24 @@ def _boxes_touching_image(rng, D, h, w):
     return np.stack([x1, y1, x2, y2], 1)
 
 
+def _masks_and_boxes(seed, D, M, h, w, double, min_size=0.0):
+    """D random [M, M] masks in 0..1 and D boxes touching an h x w image (each at least
+    ``min_size`` wide and high), in float64 or float32; returns (masks, boxes, dtype)."""
+    rng = np.random.default_rng(seed)
+    dtype = np.float64 if double else np.float32
+    masks = rng.random((D, 1, M, M)).astype(dtype)  # [D, 1, M, M]
+    boxes = _boxes_touching_image(rng, D, h, w)  # [D, 4]
+    boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2] + min_size)
+    return masks, boxes.astype(dtype), dtype
+
+
 @settings(max_examples=25)
 @given(seed=st.integers(0, 2**31 - 1), D=st.integers(0, 8), M=st.integers(2, 28),
        h=st.integers(5, 60), w=st.integers(5, 60), double=st.booleans())
 def test_paste_matches_torchvision(seed, D, M, h, w, double):
     torch, _ = oracle()
     from torchvision.models.detection.roi_heads import paste_masks_in_image as tv_paste
-    rng = np.random.default_rng(seed)
-    dtype = np.float64 if double else np.float32
-    masks = rng.random((D, 1, M, M)).astype(dtype)
-    boxes = _boxes_touching_image(rng, D, h, w).astype(dtype)
+    masks, boxes, dtype = _masks_and_boxes(seed, D, M, h, w, double)
     ours = paste_masks_in_image(masks, boxes, (h, w))
     ref = tv_paste(torch.from_numpy(masks), torch.from_numpy(boxes), (h, w)).numpy()
     assert ours.shape == ref.shape == (D, 1, h, w) and ours.dtype == dtype
@@ -157,12 +165,7 @@ def test_paste_subpixel_ones_cover_the_pixel_centres_in_the_box(lo, size, M, axi
 def test_paste_subpixel_matches_grid_sample(seed, D, M, h, w, double):
     # detectron2's paste is grid_sample(align_corners=False, zeros outside) at the pixel centres
     torch, _ = oracle()
-    rng = np.random.default_rng(seed)
-    dtype = np.float64 if double else np.float32
-    masks = rng.random((D, 1, M, M)).astype(dtype)
-    boxes = _boxes_touching_image(rng, D, h, w)
-    boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2] + 0.05)  # grid_sample divides by w
-    boxes = boxes.astype(dtype)
+    masks, boxes, dtype = _masks_and_boxes(seed, D, M, h, w, double, min_size=0.05)
     ours = paste_masks_in_image(masks, boxes, (h, w), method="subpixel")
     b = torch.from_numpy(boxes.astype(np.float64))
     gx = (torch.arange(w, dtype=torch.float64)[None] + 0.5 - b[:, :1]) / (b[:, 2:3] - b[:, :1])
