@@ -350,7 +350,7 @@ def test_switches_saved_loaded_and_checked():
     new = ("roi_extractor", "roi_align_reduction", "pool_level", "mask_head", "mask_mlp_dim")
     old = {k: v for k, v in tiny().to_dict().items() if k not in new}
     assert config_from_dict(old) == tiny()  # a config saved before the switches: today's model
-    assert set(CHOICES) == set(new[:4]) | {"mask_loss"}
+    assert set(CHOICES) == set(new[:4]) | {"mask_loss", "mask_paste"}  # + inference's paste
     for name in CHOICES:
         with pytest.raises(ValueError, match=f"unknown {name} 'nope'; choose one of"):
             tiny(**{name: "nope"})
