@@ -274,7 +274,7 @@ def cmd_predict(args):
 
         # masks pasted a chunk at a time: encoded for the JSON and blended into the picture
         mine = detection_to_coco_results(pred, ids[path][0], image.shape[1:], label_to_cat_id,
-                                         on_masks=blend, paste=model.cfg.mask_paste)
+                                         on_masks=blend, paste=model.transform.mask_paste)
         for r, label in zip(mine, pred["labels"]):
             # COCO's results format, plus the file and class names and the ids' source
             r.update(file_name=str(path), image_id_source=source, category_name=(

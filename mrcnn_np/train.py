@@ -184,7 +184,7 @@ def predict_dataset(model, ds, max_images=None, progress=False):
         sample = ds.get(i)
         pred = model.predict([sample["image"]], paste_masks=False)[0]  # masks [D, 1, M, M]
         results += detection_to_coco_results(pred, sample["image_id"], sample["orig_size"],
-                                              ds.label_to_cat_id, paste=model.cfg.mask_paste)
+                                              ds.label_to_cat_id, paste=model.transform.mask_paste)
         ids.append(sample["image_id"])
     return results, ids
 

@@ -141,7 +141,8 @@ def detection_to_coco_results(pred, image_id, image_size, label_to_cat_id, mask_
       on_masks: optional ``f(start, binary [c, H, W])``, called with each chunk of pasted,
         thresholded masks (``predict`` draws the picture with them)
       max_pixels: the most mask pixels pasted at once (default ``PASTE_CHUNK_PIXELS``)
-      paste: the paste method, "torchvision" or "subpixel" (the model's ``cfg.mask_paste``)
+      paste: the paste method, "torchvision" or "subpixel" (``model.transform.mask_paste``, as
+        ``model.predict`` pastes; it is set from ``cfg.mask_paste``)
 
     Returns the list of result dicts, the same as ``predictions_to_coco_results`` on the
     pasted masks; memory holds one chunk of full-size masks at a time
