@@ -157,10 +157,13 @@ def cmd_train(args):
         raise UserError(str(e)) from None
     if args.iters <= 0 or args.batch_size <= 0 or not args.lr > 0 or args.workers <= 0:
         raise UserError("--iters, --batch-size, --lr and --workers must be positive")
+    if args.ema_decay is not None and not 0 < args.ema_decay < 1:
+        raise UserError(f"--ema-decay must be between 0 and 1 (0.998: about the last 500 "
+                        f"steps), got {args.ema_decay}")
     summary = train(cfg, args.data, args.out, iters=args.iters, batch_size=args.batch_size,
                     lr=args.lr, optimizer=args.optimizer, workers=args.workers,
                     eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
-                    clip_grad_norm=args.clip_grad_norm,
+                    clip_grad_norm=args.clip_grad_norm, ema_decay=args.ema_decay,
                     flip=False if args.no_flip else ("dihedral" if args.dihedral else True),
                     resume=args.resume, seed=args.seed, progress=not args.no_progress,
                     log=lambda m: print(m, file=sys.stderr))
@@ -483,6 +486,9 @@ def build_parser():
     s.add_argument("--checkpoint-every", type=int, default=50)
     s.add_argument("--clip-grad-norm", type=float, default=None,
                    help="scale the gradient down to this global norm when it is larger")
+    s.add_argument("--ema-decay", type=float, default=None,
+                   help="evaluate and save an exponential moving average of the weights "
+                        "with this decay (0.998: about the last 500 steps)")
     s.add_argument("--no-flip", action="store_true", help="no horizontal-flip augmentation")
     s.add_argument("--dihedral", action="store_true",
                    help="also flip upside down and transpose (all 8 symmetries of the square;"

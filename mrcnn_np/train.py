@@ -42,6 +42,7 @@ import json
 import math
 import time
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -51,7 +52,7 @@ from .checkpoint import (BadNpzFile, atomic_save_png, atomic_write_bytes, atomic
                          load_npz, save_npz_atomic)
 from .config import config_from_dict
 from .data.coco import CocoDataset, DataError, check_images, flip_vertical_transpose
-from .nn.optim import SGD, AdamW, warmup_multistep_lr
+from .nn.optim import SGD, AdamW, WeightEMA, warmup_multistep_lr
 
 # Defaults of the optimiser, as torchvision's detection reference script
 # (references/detection/train.py: --momentum 0.9, --wd 1e-4, warm-up factor 1/1000).
@@ -112,17 +113,20 @@ def load_split(data_dir, split, check_files=True):
 # ------------------------------------------------------------------------------------------
 # Checkpoints
 # ------------------------------------------------------------------------------------------
-def save_checkpoint(path, model, optimizer, iteration, rng, hparams, class_names):
+def save_checkpoint(path, model, optimizer, iteration, rng, hparams, class_names, ema=None):
     """Everything needed to continue exactly, in one ``.npz`` (no pickle):
 
     ``model.<name>``   every parameter and buffer (BatchNorm running statistics included)
     ``optim.<name>``   the optimiser's momentum buffers and step count
+    ``ema.<name>``     the weight average and its update count (a run with ``ema_decay``)
     ``iteration``      iterations completed, 0-d int64
     ``rng_state``      the Generator's ``bit_generator.state`` as JSON text in a uint8 array
     ``config``         ``cfg.to_dict()`` as JSON text;  ``hparams``, ``class_names`` likewise
     """
     arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
     arrays.update({f"optim.{k}": v for k, v in optimizer.state_dict().items()})
+    if ema is not None:
+        arrays.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
     arrays["iteration"] = np.asarray(iteration, np.int64)
     arrays["rng_state"] = _text_array(rng.bit_generator.state)
     arrays["config"] = _text_array(model.cfg.to_dict())
@@ -132,8 +136,9 @@ def save_checkpoint(path, model, optimizer, iteration, rng, hparams, class_names
 
 
 def read_checkpoint(path):
-    """The parts of a checkpoint: dict with model_state, optim_state, iteration, rng (a
-    Generator in the saved state), config (a Config), hparams and class_names.
+    """The parts of a checkpoint: dict with model_state, optim_state, ema_state (empty for a
+    run without a weight average), iteration, rng (a Generator in the saved state), config (a
+    Config), hparams and class_names.
     Raises DataError, one line naming the file, for a file that is not a readable checkpoint
     (truncated, not an .npz, an object array, a missing or garbled entry)."""
     try:
@@ -151,6 +156,7 @@ def read_checkpoint(path):
         return dict(
             model_state={k[len("model."):]: v for k, v in z.items() if k.startswith("model.")},
             optim_state={k[len("optim."):]: v for k, v in z.items() if k.startswith("optim.")},
+            ema_state={k[len("ema."):]: v for k, v in z.items() if k.startswith("ema.")},
             iteration=int(z["iteration"]), rng=rng,
             config=config_from_dict(_from_text_array(z["config"])),
             hparams=_from_text_array(z["hparams"]), class_names=_from_text_array(z["class_names"]))
@@ -161,9 +167,14 @@ def read_checkpoint(path):
 
 def extract_weights(arrays):
     """Model weights from what an ``.npz`` holds: a checkpoint's ``model.*`` entries with the
-    prefix taken off, or the arrays themselves for a weights file."""
+    prefix taken off (its weight average ``ema.*`` in place of the parameters, when the run
+    keeps one: those are the weights it evaluates and saves), or the arrays themselves for a
+    weights file."""
     if "iteration" in arrays and any(k.startswith("model.") for k in arrays):
-        return {k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")}
+        weights = {k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")}
+        weights.update({k[len("ema."):]: v for k, v in arrays.items()
+                        if k.startswith("ema.") and k != "ema.updates"})
+        return weights
     return arrays
 
 
@@ -323,6 +334,7 @@ class Run:
     parallel: object = None        # a parallel.DataParallel while training on several workers
     ahead: tuple = None            # (rng state before it, images, targets): the next batch,
     # drawn while the DataParallel workers ran this step's backward (train_step)
+    ema: object = None             # a WeightEMA when hp["ema_decay"]: what is evaluated, saved
 
     @property
     def ckpt_path(self):
@@ -338,9 +350,12 @@ class Run:
 
 
 def hyper_parameters(iters, batch_size, lr, momentum, weight_decay, warmup_iters, warmup_factor,
-                     milestones, gamma, clip_grad_norm, seed, flip, optimizer="sgd"):
+                     milestones, gamma, clip_grad_norm, seed, flip, optimizer="sgd",
+                     ema_decay=None):
     """The run's hyper-parameters as a JSON-able dict, with the defaults filled in: warm-up
     min(100, iters // 5), lr steps at 75% and 90% of ``iters``."""
+    if ema_decay is not None and not 0.0 < ema_decay < 1.0:
+        raise ValueError(f"ema_decay must be between 0 and 1, got {ema_decay}")
     warmup = min(100, iters // 5) if warmup_iters is None else warmup_iters
     if milestones is None:
         milestones = (max(1, int(0.75 * iters)), max(1, int(0.9 * iters)))
@@ -350,7 +365,8 @@ def hyper_parameters(iters, batch_size, lr, momentum, weight_decay, warmup_iters
                 weight_decay=weight_decay,
                 warmup_iters=warmup, warmup_factor=warmup_factor, gamma=gamma,
                 milestones=sorted(int(m) for m in milestones), clip_grad_norm=clip_grad_norm,
-                seed=seed, flip="dihedral" if flip == "dihedral" else bool(flip))
+                seed=seed, flip="dihedral" if flip == "dihedral" else bool(flip),
+                ema_decay=None if ema_decay is None else float(ema_decay))
 
 
 def make_optimizer(model, hp):
@@ -478,8 +494,20 @@ def setup_run(cfg, data_dir, out_dir, hp, resume, train_split="train", val_split
         except ValueError as e:
             raise DataError(f"{ckpt_path}: damaged optimiser state ({e})") from None
 
+    ema = None
+    if hp.get("ema_decay") is not None:
+        ema = WeightEMA(model, hp["ema_decay"])
+        if resume:
+            if "updates" not in ck["ema_state"]:
+                raise DataError(f"{ckpt_path}: the run keeps a weight average (ema_decay "
+                                f"{hp['ema_decay']}), but the checkpoint has none")
+            try:
+                ema.load_state_dict(ck["ema_state"])
+            except ValueError as e:
+                raise DataError(f"{ckpt_path}: damaged weight average ({e})") from None
+
     run = Run(out_dir=out_dir, model=model, optimizer=optimizer, rng=rng, hp=hp, start=start,
-              train_ds=train_ds, indices=indices, val_ds=val_ds)
+              train_ds=train_ds, indices=indices, val_ds=val_ds, ema=ema)
     keypoint_meta = {} if train_ds.keypoint_names is None else dict(  # what predict draws
         keypoint_names=list(train_ds.keypoint_names),
         skeleton=np.asarray(train_ds.skeleton).tolist())
@@ -545,6 +573,8 @@ def train_step(run, i, more=False):
     run.optimizer.lr = warmup_multistep_lr(i, hp["lr"], hp["warmup_iters"], hp["warmup_factor"],
                                            hp["milestones"], hp["gamma"])
     run.optimizer.step()
+    if run.ema is not None:
+        run.ema.update()
     return dict(iter=i + 1, lr=run.optimizer.lr,
                 **{k: losses[k] for k in ("loss",) + model.loss_names},
                 grad_norm=grad_norm, time=time.perf_counter() - t0)
@@ -562,15 +592,27 @@ def save_run_checkpoint(run, done, plot=True):
         rng = np.random.Generator(type(run.rng.bit_generator)())
         rng.bit_generator.state = run.ahead[0]
     save_checkpoint(run.ckpt_path, run.model, run.optimizer, done, rng, run.hp,
-                    run.class_names)
+                    run.class_names, ema=run.ema)
     if plot and run.records:
         plot_loss_curve(run.records, run.out_dir / "loss_curve.png")
+
+
+@contextmanager
+def _averaged(run):
+    """The run's model with the weights it evaluates and saves: its weight average when it
+    keeps one (``ema_decay``), else the training weights themselves."""
+    if run.ema is None:
+        yield run.model
+    else:
+        with run.ema.applied() as model:
+            yield model
 
 
 def evaluate_run(run, done, max_images=None, log=print):
     """COCO AP on the validation split after ``done`` iterations: ``eval_iter{done}.json`` and
     one log line. Returns (stats, results: the COCO results list that was scored)."""
-    stats, results = evaluate_model(run.model, run.val_ds, max_images=max_images)
+    with _averaged(run):
+        stats, results = evaluate_model(run.model, run.val_ds, max_images=max_images)
     atomic_write_json(run.out_dir / f"eval_iter{done}.json", dict(iteration=done, **stats))
     names = dict(bbox="bbox", segm="mask", keypoints="keypoint")
     log(f"iteration {done}: " + " | ".join(
@@ -587,7 +629,7 @@ def train(cfg, data_dir, out_dir, iters=300, batch_size=2, lr=0.02, momentum=MOM
           milestones=None, gamma=0.1, clip_grad_norm=None, eval_every=0, eval_images=None,
           checkpoint_every=50, resume=False, seed=0, flip=True, progress=True,
           train_split="train", val_split="val", optimizer="sgd", workers=1, log=print,
-          init_weights=None):
+          init_weights=None, ema_decay=None):
     """Train a Mask R-CNN on the COCO data set in ``data_dir``; write ``out_dir`` (see the
     module docstring).
 
@@ -613,6 +655,9 @@ def train(cfg, data_dir, out_dir, iters=300, batch_size=2, lr=0.02, momentum=MOM
         "dihedral": all 8 symmetries of the square, for objects without an up)
       init_weights: a ``.npz`` of another run whose backbone and RPN start this one
         (:func:`init_from`; a fresh run only)
+      ema_decay: keep an exponential moving average of the weights with this decay
+        (``nn.optim.WeightEMA``; 0.998 remembers about 500 steps): it is what the run
+        evaluates and saves in ``weights.npz``; the checkpoint holds both. None: no average
       workers: >= 2 trains on that many worker processes, one share of each batch on each
         (``parallel.DataParallel``: the same losses up to rounding, W cores in use); 1: this
         process alone (the reference path)
@@ -626,7 +671,8 @@ def train(cfg, data_dir, out_dir, iters=300, batch_size=2, lr=0.02, momentum=MOM
     """
     from tqdm import tqdm
     hp = hyper_parameters(iters, batch_size, lr, momentum, weight_decay, warmup_iters,
-                          warmup_factor, milestones, gamma, clip_grad_norm, seed, flip, optimizer)
+                          warmup_factor, milestones, gamma, clip_grad_norm, seed, flip, optimizer,
+                          ema_decay)
     run = setup_run(cfg, data_dir, out_dir, hp, resume, train_split, val_split,
                     evaluate=eval_every >= 0, log=log, init_weights=init_weights)
     stats, results = None, None
@@ -665,7 +711,8 @@ def train(cfg, data_dir, out_dir, iters=300, batch_size=2, lr=0.02, momentum=MOM
     # The weights first: whatever the final evaluation does, the run's work is on disk.
     done = max(iters, run.start)
     weights_path = run.out_dir / "weights.npz"
-    run.model.save(weights_path)
+    with _averaged(run) as model:
+        model.save(weights_path)
     if run.records:
         plot_loss_curve(run.records, run.out_dir / "loss_curve.png")
     if run.val_ds is not None:

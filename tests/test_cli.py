@@ -75,9 +75,10 @@ def test_train_then_resume_then_evaluate(shapes, tmp_path):
     run = tmp_path / "run"
     rc, out, err = cli("train", "--config", "tiny", "--data", shapes, "--out", run, "--iters", 2,
                        "--batch-size", 1, "--checkpoint-every", 1, "--eval-every", "-1",
-                       "--no-progress")
+                       "--ema-decay", 0.9, "--no-progress")
     assert rc == 0, err
     assert "weights:" in out
+    assert json.loads((run / "config.json").read_text())["hparams"]["ema_decay"] == 0.9
     assert len((run / "log.jsonl").read_text().splitlines()) == 2
     # the same command again, without --resume: refused, nothing touched
     before = (run / "checkpoint.npz").read_bytes()
@@ -249,6 +250,13 @@ def test_a_wrong_command_line_is_a_usage_error(tmp_path):
     assert rc == 2 and "usage:" in err and "Traceback" not in err
     rc, _, err = cli("train", "--config", "nope", "--data", tmp_path, "--out", tmp_path / "r")
     assert rc == 2 and "invalid choice" in err
+
+
+def test_an_ema_decay_outside_0_1_is_one_error_line(shapes, tmp_path):
+    rc, _, err = cli("train", "--data", shapes, "--out", tmp_path / "r", "--iters", 1,
+                     "--ema-decay", 1.5, "--no-progress")
+    assert_one_line_error(rc, err, "--ema-decay", "1.5")
+    assert not (tmp_path / "r").exists()
 
 
 def test_nan_during_training_exits_3_with_one_line(shapes, tmp_path, monkeypatch, capsys):

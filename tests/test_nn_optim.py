@@ -1,4 +1,5 @@
-"""SGD and AdamW against torch.optim, exact resume, the warm-up/step schedule, initialisers."""
+"""SGD and AdamW against torch.optim, exact resume, the warm-up/step schedule, the weight
+average (WeightEMA) against torch's AveragedModel, initialisers."""
 import math
 
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 
 from mrcnn_np.nn import init
 from mrcnn_np.nn.modules import Conv2d, Linear, Sequential
-from mrcnn_np.nn.optim import SGD, AdamW, warmup_multistep_lr
+from mrcnn_np.nn.optim import SGD, AdamW, WeightEMA, warmup_multistep_lr
 
 
 def _model():
@@ -169,6 +170,96 @@ def test_warmup_multistep_lr_vs_torch_schedulers(torch):
         opt.step()
         warm.step()
         steps.step()
+
+
+# -- the weight average ----------------------------------------------------------------------
+def test_weight_ema_hand_worked():
+    # decay 0.5; the weight after each step: 4, 2, 8, 6
+    #   update 1: copy                     ema = 4
+    #   update 2: d = min(0.5, 2/11)       ema = 2/11 * 4 + 9/11 * 2 = 26/11
+    #   update 3: d = min(0.5, 3/12)       ema = 1/4 * 26/11 + 3/4 * 8 = 290/44
+    #   update 4: d = min(0.5, 4/13)       ema = 4/13 * 290/44 + 9/13 * 6
+    model = Linear(1, 1, bias=False)
+    ema = WeightEMA(model, decay=0.5)
+    expected = [4.0, 26 / 11, 290 / 44, 4 / 13 * 290 / 44 + 9 / 13 * 6]
+    for w, e in zip([4.0, 2.0, 8.0, 6.0], expected):
+        model.params["weight"][...] = w
+        ema.update()
+        assert abs(ema.averages["weight"][0, 0] - e) < 1e-6 * e
+    assert ema.updates == 4
+    # past the ramp the decay is the one asked for: (1 + n) / (10 + n) > 0.5 from n = 9 on
+    for _ in range(10):
+        ema.update()
+    before = ema.averages["weight"].copy()
+    model.params["weight"][...] = 0.0
+    ema.update()
+    np.testing.assert_allclose(ema.averages["weight"], 0.5 * before, rtol=1e-7)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        WeightEMA(model, decay=1.0)
+
+
+@pytest.mark.oracle
+def test_weight_ema_vs_torch_averaged_model(torch):
+    """torch.optim.swa_utils.AveragedModel, given the same decay rule as its ``avg_fn``,
+    averaged over the same 30 AdamW steps (fed the same gradients), holds the same numbers."""
+    from torch.optim.swa_utils import AveragedModel
+    decay = 0.9
+    model = _model()
+    params = torch.nn.ParameterList(
+        [torch.nn.Parameter(torch.tensor(p.copy())) for _, p, _ in model.named_parameters()])
+
+    def avg_fn(e, p, n):  # n: updates so far (AveragedModel copies on the first one itself)
+        d = min(decay, (1 + int(n)) / (10 + int(n)))
+        return d * e + (1 - d) * p
+
+    theirs = AveragedModel(params, avg_fn=avg_fn)
+    topt = torch.optim.AdamW(params, lr=0.01)
+    opt, ema = AdamW(model, lr=0.01), WeightEMA(model, decay)
+    for g in _grads(30, model):
+        for t, (name, _, grad) in zip(params, model.named_parameters()):
+            grad[...] = g[name]
+            t.grad = torch.tensor(g[name])
+        opt.step()
+        topt.step()
+        ema.update()
+        theirs.update_parameters(params)
+    assert ema.updates == 30
+    for t, (name, _, _) in zip(theirs.module, model.named_parameters()):
+        assert ema.averages[name].dtype == np.float32
+        np.testing.assert_allclose(ema.averages[name], t.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_weight_ema_applied_swaps_and_restores_bit_for_bit_and_resumes_exactly():
+    model = _model()
+    opt, ema = SGD(model, lr=0.1, momentum=0.9), WeightEMA(model, 0.8)
+    grads = _grads(6, model)
+    for g in grads[:3]:
+        _run(opt, model, [g])
+        ema.update()
+    trained = {name: p.copy() for name, p, _ in model.named_parameters()}
+    with ema.applied() as m:
+        assert m is model
+        for name, p, _ in model.named_parameters():
+            np.testing.assert_array_equal(p, ema.averages[name])
+            assert not np.array_equal(p, trained[name])
+    for name, p, _ in model.named_parameters():
+        np.testing.assert_array_equal(p, trained[name])
+    # a state dict through .npz, a fresh average: the next 3 updates are the same bits
+    import io
+    buf = io.BytesIO()
+    np.savez(buf, **ema.state_dict())
+    buf.seek(0)
+    again = WeightEMA(model, 0.8)
+    again.load_state_dict(dict(np.load(buf, allow_pickle=False)))
+    assert again.updates == 3
+    for g in grads[3:]:
+        _run(opt, model, [g])
+        ema.update()
+        again.update()
+    for name in ema.averages:
+        np.testing.assert_array_equal(ema.averages[name], again.averages[name])
+    with pytest.raises(ValueError, match="9.weight"):
+        again.load_state_dict(dict(ema.state_dict(), **{"9.weight": np.zeros(3, np.float32)}))
 
 
 # -- initialisers ------------------------------------------------------------------------------

@@ -145,9 +145,11 @@ def test_short_run_writes_every_file(shapes, tmp_path):
 # ------------------------------------------------------------------------------------------
 # Resume: the same losses, bit for bit
 # ------------------------------------------------------------------------------------------
-def test_resume_after_interruption_reproduces_the_uninterrupted_run(shapes, tmp_path, monkeypatch):
+@pytest.mark.parametrize("ema_decay", [None, 0.9], ids=["no-average", "weight-average"])
+def test_resume_after_interruption_reproduces_the_uninterrupted_run(shapes, tmp_path, monkeypatch,
+                                                                    ema_decay):
     kw = dict(iters=5, batch_size=2, lr=0.01, warmup_iters=2, eval_every=-1, checkpoint_every=2,
-              progress=False, log=lambda m: None, seed=7)
+              progress=False, log=lambda m: None, seed=7, ema_decay=ema_decay)
     train(small_cfg(), shapes, tmp_path / "whole", **kw)
 
     # The same run, interrupted (Ctrl-C) during iteration 4: the checkpoint holds iteration 2,
@@ -183,6 +185,17 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(shapes, tmp_
     assert ca["rng"].bit_generator.state == cb["rng"].bit_generator.state
     for k in ca["optim_state"]:
         np.testing.assert_array_equal(ca["optim_state"][k], cb["optim_state"][k], err_msg=k)
+    assert ca["ema_state"].keys() == cb["ema_state"].keys()
+    for k in ca["ema_state"]:
+        np.testing.assert_array_equal(ca["ema_state"][k], cb["ema_state"][k], err_msg=k)
+    if ema_decay is None:
+        assert ca["ema_state"] == {}
+    else:  # weights.npz holds the average (5 updates), the checkpoint the training weights
+        assert int(ca["ema_state"]["updates"]) == 5
+        params = [k for k in ca["ema_state"] if k != "updates"]
+        assert params and all(not np.array_equal(wa[k], ca["model_state"][k]) for k in params)
+        for k in params:
+            np.testing.assert_array_equal(wa[k], ca["ema_state"][k], err_msg=k)
 
 
 # ------------------------------------------------------------------------------------------
