@@ -83,7 +83,10 @@ def im2col(xp, kh, kw, stride, Ho, Wo):
     patches = as_strided(xp, shape=(C, kh, kw, N, Ho, Wo),
                          strides=(sC, sH, sW, sN, sH * stride, sW * stride),
                          writeable=False)                          # [C, kh, kw, N, Ho, Wo]
-    return patches.reshape(C * kh * kw, N * Ho * Wo)              # [C*kh*kw, N*Ho*Wo] (a copy)
+    # reshape copies, except for a few tiny shapes where a strided view fits; those come
+    # out column-major, and BLAS then adds a product in another order (a last-bit difference
+    # against the numba im2col's row-major copy): always hand back row-major
+    return np.ascontiguousarray(patches.reshape(C * kh * kw, N * Ho * Wo))  # [C*kh*kw, N*Ho*Wo]
 
 
 def col2im(cols, padded_shape, kh, kw, stride, Ho, Wo):
