@@ -18,7 +18,8 @@ from mrcnn_np.data.shapes import make_shapes_dataset
 from mrcnn_np.model import LOSS_NAMES, MaskRCNN
 from mrcnn_np.nn.optim import warmup_multistep_lr
 from mrcnn_np.train import (TrainingDiverged, _from_text_array, _text_array,
-                            evaluate_model, load_split, read_checkpoint, sample_batch, train)
+                            evaluate_model, extract_weights, load_split, read_checkpoint,
+                            sample_batch, train)
 
 LOSS_KEYS = ("loss",) + LOSS_NAMES  # what log.jsonl records: the total, then each term
 
@@ -196,6 +197,11 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(shapes, tmp_
         assert params and all(not np.array_equal(wa[k], ca["model_state"][k]) for k in params)
         for k in params:
             np.testing.assert_array_equal(wa[k], ca["ema_state"][k], err_msg=k)
+        # `evaluate --weights checkpoint.npz` reads the average too: the weights the run saves
+        from_ckpt = extract_weights(load_npz(tmp_path / "whole" / "checkpoint.npz"))
+        assert from_ckpt.keys() == wa.keys()
+        for k in wa:
+            np.testing.assert_array_equal(from_ckpt[k], wa[k], err_msg=k)
 
 
 # ------------------------------------------------------------------------------------------
