@@ -30,6 +30,7 @@ the old one, so a crash never leaves a half-written file where a good one was)::
     checkpoint.npz     weights, optimiser state, iteration, RNG state, config, hyper-parameters
     weights.npz        the weights only (what ``predict`` and ``evaluate`` load), at the end,
                        written BEFORE the final evaluation: a failing evaluation costs no weights
+                       (with ``ema_decay``: the weight average, which is also what is evaluated)
     config.json        the config and the class names (``predict`` reads it next to weights.npz)
     log.jsonl          one line per iteration: {"iter", "lr", every loss, "grad_norm", "time"}
     loss_curve.png     the losses against the iteration
