@@ -43,7 +43,7 @@ import json
 import math
 import time
 import zipfile
-from contextlib import contextmanager
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -598,15 +598,10 @@ def save_run_checkpoint(run, done, plot=True):
         plot_loss_curve(run.records, run.out_dir / "loss_curve.png")
 
 
-@contextmanager
 def _averaged(run):
-    """The run's model with the weights it evaluates and saves: its weight average when it
-    keeps one (``ema_decay``), else the training weights themselves."""
-    if run.ema is None:
-        yield run.model
-    else:
-        with run.ema.applied() as model:
-            yield model
+    """``with _averaged(run) as model:`` the run's model with the weights it evaluates and
+    saves: its weight average when it keeps one (``ema_decay``), else the training weights."""
+    return nullcontext(run.model) if run.ema is None else run.ema.applied()
 
 
 def evaluate_run(run, done, max_images=None, log=print):
