@@ -52,6 +52,19 @@ import numpy as np
 from .model import loss_names
 
 
+# glibc's malloc settings for the workers (environment variables glibc reads when a process
+# starts; other C libraries ignore them). A training step allocates and frees the same few-MB
+# temporaries every time (im2col matrices, activations, their gradients). By default glibc
+# hands the freed top of its heap back to the system and maps arrays over its threshold
+# afresh, so the step pays the page faults of touching that memory again, every step. Keeping
+# up to 256 MiB of freed heap, growing it 64 MiB at a time, and serving arrays up to 32 MiB
+# from it: a worker's image step 94.6 -> 91.8 ms, its page faults 120,000 -> 38,000 per
+# 45 steps (2026-12-02, one thread, medians of two processes each). Memory, not arithmetic:
+# the numbers are the same.
+WORKER_MALLOC = dict(MALLOC_MMAP_THRESHOLD_=str(32 << 20), MALLOC_TRIM_THRESHOLD_=str(256 << 20),
+                     MALLOC_TOP_PAD_=str(64 << 20))
+
+
 def _trainable(model):
     """(module, key) for every trainable parameter, in ``named_parameters`` order."""
     return [(m, k) for _, m in model.named_modules() if m.requires_grad for k in m.params]
@@ -202,8 +215,10 @@ class DataParallel:
         _bind(model, self._flat, None)
         self._master_grads = [m.grads[k] for m, k in _trainable(model)]
         ctx = mp.get_context("spawn")
-        env = {v: os.environ.get(v) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
-        os.environ.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")  # the workers' BLAS
+        worker_env = dict(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",  # a user's own
+                          **{k: os.environ.get(k, v) for k, v in WORKER_MALLOC.items()})  # kept
+        env = {v: os.environ.get(v) for v in worker_env}
+        os.environ.update(worker_env)  # what each worker starts with (spawn copies os.environ)
         self._conns, self._procs = [], []
         try:
             for w in range(workers):

@@ -4,6 +4,9 @@ The 20-iteration comparison with the reference trainer is in test_parallel_equiv
 here: an uneven split (3 images on 2 workers, so the loss weights are not 1/2), the summed
 gradient itself, and what the class refuses.
 """
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -132,3 +135,21 @@ def test_workers_resume_exactly_from_a_checkpoint_written_with_the_next_batch_dr
     ca = read_checkpoint(tmp_path / "whole" / "checkpoint.npz")
     cb = read_checkpoint(tmp_path / "cut" / "checkpoint.npz")
     assert ca["rng"].bit_generator.state == cb["rng"].bit_generator.state
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc (Linux)")
+def test_workers_start_with_one_blas_thread_and_the_malloc_settings(ds, monkeypatch):
+    # what each worker process started with (/proc/PID/environ), and the master's own
+    # environment untouched afterwards; a setting the user made is kept
+    monkeypatch.setenv("MALLOC_TOP_PAD_", "12345")
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    with DataParallel(_model(ds), workers=2) as dp:
+        for p in dp._procs:
+            raw = Path(f"/proc/{p.pid}/environ").read_bytes().split(b"\0")
+            env = dict(kv.decode().split("=", 1) for kv in raw if b"=" in kv)
+            assert env["OPENBLAS_NUM_THREADS"] == "1"
+            assert env["MALLOC_TRIM_THRESHOLD_"] == str(256 * 2**20)
+            assert env["MALLOC_MMAP_THRESHOLD_"] == str(32 * 2**20)
+            assert env["MALLOC_TOP_PAD_"] == "12345"
+    assert "MALLOC_TRIM_THRESHOLD_" not in os.environ
+    assert os.environ["MALLOC_TOP_PAD_"] == "12345"
