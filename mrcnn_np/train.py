@@ -310,9 +310,16 @@ def _check_finite(losses, model):
     bad = [k for k, v in losses.items() if not math.isfinite(v)]
     if bad:
         return ", ".join(f"{k} = {losses[k]}" for k in bad), math.nan
+    from .ops._backend import resolve_backend
+    if resolve_backend(getattr(model.cfg, "backend", "numpy"), "the gradient norm",
+                       ("numba",)) == "numba":
+        from kernels.optim_numba import sum_of_squares  # the line below, the same bits
+    else:
+        def sum_of_squares(g):
+            return float(np.sum(np.square(g, dtype=np.float64)))
     sq = 0.0
     for name, _, g in model.named_parameters():
-        s = float(np.sum(np.square(g, dtype=np.float64)))
+        s = sum_of_squares(np.ascontiguousarray(g))
         if not math.isfinite(s):
             return f"the gradient of {name} is not finite", math.nan
         sq += s

@@ -4,6 +4,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mrcnn_np.nn import init
 from mrcnn_np.nn.modules import Conv2d, Linear, Sequential
@@ -307,3 +309,24 @@ def test_adamw_numba_kernel_is_bit_identical_to_the_numpy_lines(hyper):
     assert AdamW(_model(), lr=0.01, backend="auto").backend == "numba"
     with pytest.raises(ValueError, match="no CUDA kernel"):
         AdamW(_model(), lr=0.01, backend="cuda")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 3000), st.sampled_from([np.float32, np.float64]), st.floats(-6, 3),
+       st.integers(0, 2**31 - 1))
+def test_sum_of_squares_kernel_is_numpys_sum_bit_for_bit(n, dtype, log_scale, seed):
+    """The gradient norm's kernel adds the squares in numpy's pairwise order (blocks of 128,
+    8 running sums), so it returns exactly ``np.sum(np.square(g, dtype=np.float64))``."""
+    from kernels.optim_numba import sum_of_squares
+    g = (np.random.default_rng(seed).standard_normal(n) * 10.0 ** log_scale).astype(dtype)
+    assert sum_of_squares(g) == float(np.sum(np.square(g, dtype=np.float64)))
+
+
+@pytest.mark.parametrize("shape", [(64, 64, 3, 3), (256, 3136), (802816,), (16, 3, 7, 7), (7,)])
+def test_sum_of_squares_kernel_on_parameter_shapes(shape):
+    # the tiny preset's shapes, fc6's 802,816 weights among them (many levels of halving)
+    from kernels.optim_numba import sum_of_squares
+    g = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    assert sum_of_squares(g) == float(np.sum(np.square(g, dtype=np.float64)))
+    g[3] = np.inf
+    assert sum_of_squares(g) == np.inf
