@@ -213,7 +213,15 @@ class DataParallel:
                                                size=int(np.prod(shape)) * dtype.itemsize)
         self._flat = np.ndarray(shape, dtype, buffer=self._shm.buf)
         _bind(model, self._flat, None)
-        self._master_grads = [m.grads[k] for m, k in _trainable(model)]
+        # the master's gradients: views into one private flat array, so that summing the
+        # workers' rows into them is one operation, not one copy per parameter
+        self._grad = np.zeros(total, dtype)
+        off = 0
+        for m, k in _trainable(model):
+            n = m.params[k].size
+            self._grad[off:off + n] = m.grads[k].reshape(-1)  # what they held, kept
+            m.grads[k] = self._grad[off:off + n].reshape(m.params[k].shape)
+            off += n
         ctx = mp.get_context("spawn")
         worker_env = dict(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",  # a user's own
                           **{k: os.environ.get(k, v) for k, v in WORKER_MALLOC.items()})  # kept
@@ -281,15 +289,11 @@ class DataParallel:
             for k in names:
                 if share[k]:  # a worker without any of loss k's samples adds nothing to it
                     losses[k] += share[k] * part_losses[k]
-        grads = self._flat[1:1 + len(parts)].sum(axis=0)  # [total]
-        off = 0
-        for g in self._master_grads:
-            n = g.size
-            if zero_grad:
-                g[...] = grads[off:off + n].reshape(g.shape)
-            else:
-                g += grads[off:off + n].reshape(g.shape)
-            off += n
+        rows = self._flat[1:1 + len(parts)]  # [workers used, total]: their gradients
+        if zero_grad:
+            np.sum(rows, axis=0, out=self._grad)  # the model's .grads are views into it
+        else:
+            self._grad += rows.sum(axis=0)
         losses["loss"] = sum(losses[k] for k in names)
         return losses
 
@@ -309,6 +313,7 @@ class DataParallel:
                 p.terminate()
         for m, k in _trainable(self.model):
             m.params[k] = m.params[k].copy()
+            m.grads[k] = m.grads[k].copy()
         self._flat = None
         self._shm.close()
         self._shm.unlink()
