@@ -90,8 +90,8 @@ class Config:
     # "subpixel" (detectron2's: each pixel centre sampled at the box's exact position) |
     # "torchvision" (the box truncated to whole pixels, the mask resized to it; the torchvision
     # presets). On 128-px shapes the whole-pixel paste caps mask AP at 0.904 even with perfect
-    # boxes and masks (chapter 11); the demo's weights of 2026-12-02 score 0.742 with it, 0.785
-    # with the sub-pixel paste
+    # boxes and masks (chapter 11); the demo's weights of 2026-12-02 (evening) score 0.753 with it,
+    # 0.816 with the sub-pixel paste
 
     # -- the keypoint branch (Mask R-CNN paper, Sec. 5; torchvision's keypointrcnn_resnet50_fpn)
     keypoints: int = 0  # K keypoints per instance; 0 = no keypoint branch (torchvision: 17)
