@@ -82,7 +82,6 @@ def test_relu_hand_worked_and_zero():
     np.testing.assert_array_equal(relu_backward(np.full(6, 5.0), cache), [0, 0, 0, 5, 0, 5])
 
 
-
 def test_relu_fast_form_is_the_where_definition_bit_for_bit():
     # relu_forward computes max(x, 0) + 0 (SIMD) instead of where(x > 0, x, 0): the same bits,
     # the sign of every zero included (max(-0.0, 0) may be -0.0; -0.0 + 0 is +0.0)
@@ -99,6 +98,7 @@ def test_relu_fast_form_is_the_where_definition_bit_for_bit():
     np.testing.assert_array_equal(relu_backward(dout, mask), np.where(x > 0, dout, 0))
     # a NaN stays NaN, as torch.relu keeps it (where(x > 0, ...) used to make it 0)
     assert np.isnan(relu_forward(np.array([np.nan, 1.0]))[0][0])
+
 
 def test_sigmoid_hand_worked_and_extremes():
     out, cache = sigmoid_forward(np.array([0.0, np.log(3.0), -1000.0, 1000.0]))

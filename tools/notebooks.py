@@ -41,9 +41,9 @@ def execute(lesson: Path, attempts=2):
     """Execute a lesson from a clean kernel, working in notebooks/; return the notebook.
 
     A cell that gets no reply within TIMEOUT is run again with the whole lesson, once, in a
-    fresh kernel. Twice in CI (2026-12-01 and 12-02) a kernel sat idle with its cell done
-    while the client waited for a reply that never came (py-spy: both in their event loops);
-    a cell that is really too slow times out twice and fails."""
+    fresh kernel. Twice in CI a lesson stalled: the second time (2026-12-02) py-spy showed the
+    kernel idle in its event loop and the client waiting for a reply that never came. A cell
+    that is really too slow times out twice and fails."""
     from nbclient.exceptions import CellTimeoutError
     for attempt in range(1, attempts + 1):
         nb = jupytext.read(lesson)

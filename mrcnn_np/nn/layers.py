@@ -7,7 +7,6 @@ flatten. (upsample_nearest, FPN's top-down layer, lives with the other resampler
 Shapes use the letters of ``mrcnn_np/__init__.py``. Every backward returns fresh arrays.
 """
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 
 # -- linear --------------------------------------------------------------------------------
