@@ -19,12 +19,19 @@ numbers from benchmarks/bench_roi.py on the development machine):
    channels of one pixel, contiguous in NHWC, so each tap is one SIMD multiply-add over
    channels. The NCHW -> NHWC copy of the input (14 M floats, ~20 ms) is counted in every
    timing, and the output is written straight into NCHW (one RoI's C x S x S block, so the
-   strided stores stay in cache). ``fastmath`` lets LLVM fuse the multiply-adds. Even with the
-   copy the forward was faster than the NCHW loop; a separable NCHW variant (interpolate rows
-   over the RoI's column window with SIMD, then columns) measured no better. Measured: forward
+   strided stores stay in cache). Even with the copy the forward was faster than the NCHW
+   loop; a separable NCHW variant (interpolate rows over the RoI's column window with SIMD,
+   then columns) measured no better. Measured: forward
    ~55 ms against torchvision's ~270 ms (4.7x to 4.9x), backward ~100 ms against ~600 ms
    (~5.8x), on 2 busy cores. The copy is about a third of the forward's time; the gathers
    (16 taps x C per bin, from an array larger than the caches) are the rest.
+
+   No ``fastmath``. It used to let LLVM fuse the multiply-adds, but then the kernel gave other
+   bits when numba compiled it than when it loaded it from its cache (2026-12-02, the Intel
+   Xeon machine: a [200, 64, 7, 7] forward differed in the last bit), so a run's first process
+   and a later one (``train --resume``, the second ``make demo``) computed different numbers.
+   Without it the two agree (``tests/test_kernel_cache.py``), the forward is as fast (1.44 vs
+   1.40 ms for that case, one thread), and it is closer to the reference (3.6e-7 vs 4.8e-7).
 """
 import numba
 import numpy as np
@@ -36,7 +43,7 @@ def nchw_to_nhwc(x):
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
 
-@numba.njit(parallel=True, cache=True, fastmath=True)
+@numba.njit(parallel=True, cache=True)
 def _forward_kernel(input_nhwc, roi_batch_ind, roi_bin_grid_h, roi_bin_grid_w, count,
                     y_low, y_high, wy_low, wy_high, x_low, x_high, wx_low, wx_high, output):
     """input_nhwc [N, H, W, C] (channels last) -> output [R, C, S_h, S_w] (NCHW)."""
