@@ -34,8 +34,12 @@ How the stages are measured (no timing code in the model; wrappers installed fro
   heads' backward (autograd runs the nodes created later, i.e. the heads, before the
   backbone's; the warm-up checks it with post-accumulate-grad hooks on the heads' parameters).
 - "other" = total minus the rows above: summing the losses, python glue, and for ours the
-  release of the forward cache when ``forward_backward`` returns (about 13 ms at 1 thread on
-  the 2-core machine; ``BENCH_TINY_EVENTS=FILE`` dumps one step's timeline of ours to see it).
+  release of the forward cache when ``forward_backward`` returns (``BENCH_TINY_EVENTS=FILE``
+  dumps one step's timeline of ours to see it).
+Memory: by default our side keeps its freed memory as ``train()`` does in one process
+(``parallel.keep_freed_memory``: glibc's mallopt, fewer page faults per step) and the twin runs
+with glibc's defaults, what each library's user gets. torch gains from the same settings too:
+``--malloc same`` hands them to the twin (``--malloc default``: to neither side).
 Each row is a median over the steps on its own, so the rows need not add up to the total.
 
 A benchmark, not a test: nothing is asserted about time. Once per run it checks that both
@@ -151,9 +155,14 @@ def child_ours(a):
     model.load(a.weights)
     images, targets = _load_inputs(a.inputs)
     dp = None
+    malloc = {}
     if a.workers > 1:  # DataParallel: the stages run in the workers, only the total is timed
         from mrcnn_np.parallel import DataParallel
         dp = DataParallel(model, a.workers)  # before the timing wrappers (they do not pickle)
+    elif a.malloc != "default":  # what train(workers=1) does before its first step (a
+        import mrcnn_np.parallel as parallel_mod  # checkout from before 2026-12-03 has none)
+        keep = getattr(parallel_mod, "keep_freed_memory", None)
+        malloc = keep() if keep is not None else {}
 
     tl = Timeline()
     wrapped = []
@@ -230,7 +239,7 @@ def child_ours(a):
 
     tl_end = [None]
     out = dict(lib="ours", root=a.root, module=mrcnn_np.__file__, dropped_config=dropped,
-               train=[], infer=[], losses=[], wrapped=sorted(set(wrapped)))
+               train=[], infer=[], losses=[], wrapped=sorted(set(wrapped)), malloc=malloc)
     try:
         import kernels
         out["kernels"] = kernels.__file__
@@ -428,9 +437,14 @@ def run_child(kind, args, work, inputs, config, weights, rnd, steps, root=None, 
         # numba kernels on every core, BLAS on one
         env["OPENBLAS_NUM_THREADS"] = str(args.ours_blas_threads)
     env.pop("PYTHONPATH", None)
+    if kind == "torchvision" and args.malloc == "same":  # glibc reads them at start-up
+        sys.path.insert(0, str(ROOT))
+        from mrcnn_np.parallel import WORKER_MALLOC
+        env.update({k: os.environ.get(k, v) for k, v in WORKER_MALLOC.items()})
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind,
            "--inputs", str(inputs), "--weights", str(weights), "--threads", str(args.threads),
-           "--steps", str(steps), "--warmup", str(args.warmup), "--round", str(rnd)]
+           "--steps", str(steps), "--warmup", str(args.warmup), "--round", str(rnd),
+           "--malloc", args.malloc]
     if not own_preset:
         if kind == "ours" and root == ROOT and args.ours_set:  # ours only: e.g. the demo's
             cfg = dict(json.loads(Path(config).read_text()), **_overrides(args.ours_set))
@@ -530,6 +544,11 @@ def main():
     ap.add_argument("--ours-set", action="append", default=[], metavar="FIELD=VALUE",
                     help="a Config field for OUR side only (repeatable), e.g. the demo's "
                          "mask_rois_per_image=8; the twin and the baseline keep the preset's")
+    ap.add_argument("--malloc", choices=("trainer", "same", "default"), default="trainer",
+                    help="trainer: ours keeps its freed memory as train() does "
+                         "(parallel.keep_freed_memory), torchvision runs with glibc's defaults; "
+                         "same: torchvision gets those settings too (MALLOC_* variables); "
+                         "default: neither")
     ap.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--weights", default="notebooks/assets/tiny_shapes.npz",
                     help="our .npz weights, loaded into both (default: the demo's trained model)")
@@ -595,6 +614,11 @@ def main():
           + (f"; ours trains on {args.ours_workers} DataParallel workers (1 BLAS and 1 numba "
              f"thread each; inference in one process)" if args.ours_workers > 1 else "")
           + f"); {os.cpu_count()} CPU cores")
+    m_ours = runs["ours"][0].get("malloc") or {}
+    print("- malloc: " + {"trainer": "ours as train() sets it", "same": "both sides with",
+                          "default": "glibc's defaults on both sides"}[args.malloc]
+          + (f" ({', '.join(f'{k}={v}' for k, v in m_ours.items())})" if m_ours else "")
+          + ("; torchvision with glibc's defaults" if args.malloc == "trainer" else ""))
     if args.ours_set:
         print(f"- ours only: {', '.join(args.ours_set)} (the twin and the baseline: the preset's "
               f"values)")

@@ -683,6 +683,9 @@ def train(cfg, data_dir, out_dir, iters=300, batch_size=2, lr=0.02, momentum=MOM
     if workers > 1 and run.start < iters:
         from .parallel import DataParallel
         run.parallel = DataParallel(run.model, workers)
+    else:  # this process does the steps: its malloc keeps the freed memory, as a worker's
+        from .parallel import keep_freed_memory
+        keep_freed_memory()
     bar = tqdm(range(run.start, iters), initial=run.start, total=iters, disable=not progress,
                dynamic_ncols=True, desc="train")
     plotted = -math.inf  # when loss_curve.png was last drawn
