@@ -438,7 +438,8 @@ def run_child(kind, args, work, inputs, config, weights, rnd, steps, root=None, 
         env["OPENBLAS_NUM_THREADS"] = str(args.ours_blas_threads)
     env.pop("PYTHONPATH", None)
     if kind == "torchvision" and args.malloc == "same":  # glibc reads them at start-up
-        sys.path.insert(0, str(ROOT))
+        if str(ROOT) not in sys.path:
+            sys.path.insert(0, str(ROOT))
         from mrcnn_np.parallel import WORKER_MALLOC
         env.update({k: os.environ.get(k, v) for k, v in WORKER_MALLOC.items()})
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind,

@@ -50,7 +50,8 @@ DEMO = dict(
 # repeats the shipped run.
 PRETRAINED = Path(__file__).resolve().parents[1] / "notebooks" / "assets" / "keypoint_init.npz"
 KEYPOINT_DEMO = dict(DEMO, iters=1600, keypoint_rois_per_image=0, init_weights=str(PRETRAINED),
-                     flip=True)  # people have an up: the left-right flip only
+                     flip=True,  # people have an up: the left-right flip only
+                     box_positive_fraction=0.25)  # the preset's, as its shipped run trained
 
 
 def _data_ready(data_dir):
@@ -100,9 +101,9 @@ def run_demo(out="runs/demo", iters=None, progress=True, log=print, keypoints=Fa
         + (" (continuing from the checkpoint)" if resume else ""))
     extra = dict(keypoint_rois_per_image=s["keypoint_rois_per_image"]) if keypoints else {}
     init = dict(init_weights=s["init_weights"]) if keypoints and s["init_weights"] else {}
-    if not keypoints:
-        extra["box_positive_fraction"] = s["box_positive_fraction"]
-    summary = train(preset(mask_rois_per_image=s["mask_rois_per_image"], **extra), data_dir, out,
+    cfg = preset(mask_rois_per_image=s["mask_rois_per_image"],
+                 box_positive_fraction=s["box_positive_fraction"], **extra)
+    summary = train(cfg, data_dir, out,
                     iters=s["iters"], batch_size=s["batch_size"],
                     optimizer=s["optimizer"], lr=s["lr"], workers=s["workers"],
                     clip_grad_norm=s["clip_grad_norm"], seed=s["seed"], flip=s["flip"],

@@ -186,10 +186,11 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, backend=DEFAULT_BACKEND):
         out = out.reshape(N, F, Ho, Wo)                            # [N, F, Ho, Wo]
     else:
         cols = _im2col(x, kh, kw, stride, padding, Ho, Wo, backend)  # [C*kh*kw, N*Ho*Wo]
-        # out = w2 @ cols, computed as (cols.T @ w2.T).T: the same products summed in the
-        # same order (the same bits), but OpenBLAS runs this orientation faster on these
-        # shapes (2026-12-03, one thread: the mask head's 64 x 576 @ 576 x 6272 4.47 -> 3.96
-        # ms), and its result is pixel-major, one row of F channels per output pixel
+        # out = w2 @ cols, computed transposed as cols.T @ w2.T: OpenBLAS runs this
+        # orientation faster on these shapes (2026-12-03, one thread: the mask head's
+        # 64 x 576 @ 576 x 6272 4.47 -> 3.96 ms) and, there, to the same bits (a training
+        # step's losses and gradients unchanged); the result is pixel-major, one row of F
+        # channels per output pixel
         out = cols.T @ w2.T                                        # [N*Ho*Wo, F]
         if b is not None:
             out += b.astype(x.dtype, copy=False)[None, :]
