@@ -149,10 +149,10 @@ def _nchw_to_columns(a):
     return a.transpose(1, 0, 2, 3).reshape(F, -1)                 # [F, N*Ho*Wo]
 
 
-def _pixels_to_nchw(a, N, Ho, Wo):
-    """[N*Ho*Wo, F] (one row per output pixel) -> [N, F, Ho, Wo], contiguous (a copy)."""
-    F = a.shape[1]
-    return np.ascontiguousarray(a.reshape(N, Ho * Wo, F).transpose(0, 2, 1)).reshape(N, F, Ho, Wo)
+def _columns_to_nchw(a, N, Ho, Wo):
+    """[F, N*Ho*Wo] -> [N, F, Ho, Wo], contiguous (a copy unless N == 1)."""
+    F = a.shape[0]
+    return np.ascontiguousarray(a.reshape(F, N, Ho, Wo).transpose(1, 0, 2, 3))
 
 
 def conv2d_forward(x, w, b=None, stride=1, padding=0, backend=DEFAULT_BACKEND):
@@ -186,15 +186,10 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, backend=DEFAULT_BACKEND):
         out = out.reshape(N, F, Ho, Wo)                            # [N, F, Ho, Wo]
     else:
         cols = _im2col(x, kh, kw, stride, padding, Ho, Wo, backend)  # [C*kh*kw, N*Ho*Wo]
-        # out = w2 @ cols, computed transposed as cols.T @ w2.T: OpenBLAS runs this
-        # orientation faster on these shapes (2026-12-03, one thread: the mask head's
-        # 64 x 576 @ 576 x 6272 4.47 -> 3.96 ms) and, there, to the same bits (a training
-        # step's losses and gradients unchanged); the result is pixel-major, one row of F
-        # channels per output pixel
-        out = cols.T @ w2.T                                        # [N*Ho*Wo, F]
+        out = w2 @ cols                                            # [F, N*Ho*Wo]
         if b is not None:
-            out += b.astype(x.dtype, copy=False)[None, :]
-        out = _pixels_to_nchw(out, N, Ho, Wo)                      # [N, F, Ho, Wo]
+            out += b.astype(x.dtype, copy=False)[:, None]
+        out = _columns_to_nchw(out, N, Ho, Wo)                     # [N, F, Ho, Wo]
     cache = (x.shape, w, b is not None, stride, padding, cols, backend)
     return out, cache
 
