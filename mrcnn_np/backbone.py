@@ -130,17 +130,17 @@ class Bottleneck(Module):
         c = {}
         out, c["conv1"] = self.conv1.forward(x)  # [N, planes, H, W]
         out, c["bn1"] = self.bn1.forward(out)
-        out, c["relu1"] = relu_forward(out)
+        out, c["relu1"] = relu_forward(out, self.keep_cache)
         out, c["conv2"] = self.conv2.forward(out)  # [N, planes, Ho, Wo]
         out, c["bn2"] = self.bn2.forward(out)
-        out, c["relu2"] = relu_forward(out)
+        out, c["relu2"] = relu_forward(out, self.keep_cache)
         out, c["conv3"] = self.conv3.forward(out)  # [N, 4*planes, Ho, Wo]
         out, c["bn3"] = self.bn3.forward(out)
         identity = x  # [N, C, H, W], here C = 4*planes and stride 1
         if self.downsample is not None:
             identity, c["downsample"] = self.downsample.forward(x)  # [N, 4*planes, Ho, Wo]
         out, c["add"] = add_forward(out, identity)  # [N, 4*planes, Ho, Wo]
-        out, c["relu3"] = relu_forward(out)
+        out, c["relu3"] = relu_forward(out, self.keep_cache)
         return out, c
 
     def backward(self, dout, cache, need_dx=True):
@@ -202,8 +202,8 @@ class ResNetBody(Module):
         cache = {}
         out, cache["conv1"] = self.conv1.forward(x)  # [N, w, H/2, W/2]
         out, cache["bn1"] = self.bn1.forward(out)
-        out, cache["relu"] = relu_forward(out)  # C1
-        out, cache["maxpool"] = max_pool2d_forward(out, 3, 2, 1)  # [N, w, H/4, W/4]
+        out, cache["relu"] = relu_forward(out, self.keep_cache)  # C1
+        out, cache["maxpool"] = max_pool2d_forward(out, 3, 2, 1, backend=self.conv1.backend)
         features = []
         for s in (1, 2, 3, 4):
             block_caches = []
@@ -289,7 +289,8 @@ class FPN(Module):
             last, c["add"][i] = add_forward(lateral, top_down)
             results[i], c["layer"][i] = self.layer_blocks[i].forward(last)  # [N, F, Hi, Wi]
         # P6 [N, F, ceil(H5/2), ceil(W5/2)]: a 1x1 window, so no ties and no padding
-        p6, c["pool"] = max_pool2d_forward(results[L - 1], 1, 2, 0)
+        p6, c["pool"] = max_pool2d_forward(results[L - 1], 1, 2, 0,
+                                         backend=self.layer_blocks[L - 1][0].backend)
         return results + [p6], c
 
     def backward(self, dresults, cache, need_dfeatures=None):

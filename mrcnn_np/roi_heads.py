@@ -110,9 +110,9 @@ class TwoMLPHead(Module):
     def forward(self, x):
         f, c0 = flatten_forward(x)  # [R, C*7*7]
         h, c1 = self.fc6.forward(f)
-        h, c2 = relu_forward(h)
+        h, c2 = relu_forward(h, self.keep_cache)
         h, c3 = self.fc7.forward(h)
-        h, c4 = relu_forward(h)  # [R, rep]
+        h, c4 = relu_forward(h, self.keep_cache)  # [R, rep]
         return h, (c0, c1, c2, c3, c4)
 
     def backward(self, dout, cache):

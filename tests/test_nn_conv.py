@@ -331,3 +331,33 @@ def test_need_dx_false_skips_only_the_input_gradient():
         assert none is None and dx.shape == x.shape
         np.testing.assert_array_equal(dw2, dw)
         np.testing.assert_array_equal(db2, db)
+
+
+@pytest.mark.parametrize("shape, k, s, p", [((2, 5, 24, 24), 3, 1, 1), ((3, 3, 50, 46), 7, 2, 3),
+                                            ((2, 4, 48, 48), 3, 2, 1)])
+def test_per_image_product_is_the_batch_product(shape, k, s, p, monkeypatch):
+    # Maps of PER_IMAGE_MIN_PIXELS and more are copied and multiplied one image at a time.
+    # The columns kept for the backward are the batch's im2col, copied exactly; each output is
+    # the same dot product, so it agrees with the one batch product (checked here to float32
+    # rounding; on the 2-core machine they are the same bits) and with a float64 reference.
+    import mrcnn_np.nn.conv as conv_module
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((6, shape[1], k, k)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    Ho, Wo = (shape[2] + 2 * p - k) // s + 1, (shape[3] + 2 * p - k) // s + 1
+    assert Ho * Wo >= conv_module.PER_IMAGE_MIN_PIXELS  # the case is the per-image path's
+    out, cache = conv2d_forward(x, w, b, s, p, backend="numpy")
+    cols = im2col(conv_module._pad(x, p), k, k, s, Ho, Wo)
+    np.testing.assert_array_equal(cache[5], cols)
+    batch = (w.reshape(6, -1) @ cols + b[:, None]).reshape(6, shape[0], Ho, Wo).transpose(1, 0, 2, 3)
+    np.testing.assert_allclose(out, batch, rtol=1e-5, atol=1e-5)
+    ref64 = conv2d_forward(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), s, p)[0]
+    np.testing.assert_allclose(out, ref64, rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(conv_module, "PER_IMAGE_MIN_PIXELS", 10 ** 9)  # the batch product path
+    out_batch, cache_batch = conv2d_forward(x, w, b, s, p, backend="numpy")
+    np.testing.assert_array_equal(cache_batch[5], cols)
+    np.testing.assert_allclose(out, out_batch, rtol=1e-5, atol=1e-5)
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    for g, g_batch in zip(conv2d_backward(dout, cache), conv2d_backward(dout, cache_batch)):
+        np.testing.assert_array_equal(g, g_batch)  # the same cols: the same backward

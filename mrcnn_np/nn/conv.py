@@ -24,6 +24,11 @@ each adds a whole ``[C, N, Ho, Wo]`` slab into the padded gradient. A 1x1 convol
 im2col at all: its patches are the pixels, so it is a reshape and one matrix product per image
 (a stride-2 1x1 convolution first keeps every second pixel).
 
+For maps of ``PER_IMAGE_MIN_PIXELS`` output pixels and more (24x24 and up), the forward fills
+``cols`` one image at a time and multiplies each image's block while it is still in the cache,
+writing straight into the [N, F, Ho, Wo] output (:func:`_conv_per_image`). ``cols`` is the same
+matrix and every output the same dot product; only the time changes.
+
 When nothing needs the input gradient (the stem, whose input is the image), ``need_dx=False``
 skips ``dcols`` and ``col2im``: that is a third of the stem's backward.
 
@@ -44,6 +49,13 @@ CONV_KERNELS = ("numba",)  # im2col / col2im kernels in kernels/conv_numba.py
 # Below this many elements of ``cols`` the copy takes a few microseconds and starting the
 # kernel's threads costs more than it saves (gradient checks, 1x1 maps): NumPy does it.
 KERNEL_MIN_ELEMENTS = 1 << 16
+# From this many output pixels per image on, a batch's 3x3 convolution copies and multiplies
+# one image at a time (:func:`_conv_per_image`, the same numbers, faster on maps of 24x24 and
+# more); below it, one product for the whole batch is faster (the mask head's 14x14 RoIs).
+PER_IMAGE_MIN_PIXELS = 512
+# Inference streams the patches through a buffer of about this size (:func:`_conv_streamed`):
+# it stays in one core's 2 MB L2 next to the weights and the output block.
+STREAM_BUFFER_BYTES = 384 << 10
 
 
 def _use_kernel(backend, n_elements):
@@ -63,7 +75,11 @@ def _pad(x, padding):
     """Zero-pad the two spatial axes of ``x`` [N, C, H, W] by ``padding`` on every side."""
     if padding == 0:
         return x
-    return np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    N, C, H, W = x.shape
+    # zeros and one copy: the same array as np.pad's, 1.4-2x faster (np.pad is general)
+    xp = np.zeros((N, C, H + 2 * padding, W + 2 * padding), dtype=x.dtype)
+    xp[:, :, padding:padding + H, padding:padding + W] = x
+    return xp
 
 
 def im2col(xp, kh, kw, stride, Ho, Wo):
@@ -123,6 +139,94 @@ def _im2col(x, kh, kw, stride, padding, Ho, Wo, backend):
     return im2col(xp, kh, kw, stride, Ho, Wo)
 
 
+def _threaded_im2col(backend, x, kh, kw, Ho, Wo):
+    """True when :func:`_im2col` hands the copy to the numba kernel (more than one thread)."""
+    if not _use_kernel(backend, x.shape[0] * x.shape[1] * kh * kw * Ho * Wo):
+        return False
+    import numba
+    return numba.get_num_threads() > 1
+
+
+def _conv_per_image(x, w2, kh, kw, stride, padding, Ho, Wo):
+    """The same ``cols`` and the same products as ``w2 @ im2col(x)``, one image at a time.
+
+    Image n's patches are copied into its block of columns ``cols[:, n*P:(n+1)*P]`` and
+    multiplied at once, while they are still in the cache, straight into ``out[n]``: no
+    [F, N*P] -> [N, F, P] copy afterwards. Every output number is the same dot product over
+    the same K = C*kh*kw terms as in the one product for the batch, so BLAS gives the same
+    bits (checked on this machine: ``tests/test_nn_conv.py``).
+    Measured on one thread (2026-12-03, medians of 35, same run, the tiny preset's maps of 2
+    images): 0.80-0.96x the time of the batch product for maps of 24x24 and more (stem 0.87,
+    P2's 64-channel 3x3 0.96, 16 channels at 48x48 0.80), but 1.09-1.13x for the mask head's
+    14x14 RoIs: hence ``PER_IMAGE_MIN_PIXELS``.
+
+    Returns  cols : [C*kh*kw, N*P] (what the backward needs), out : [N, F, P]
+    """
+    xp = _pad(x, padding)                                          # [N, C, Hp, Wp]
+    N, C = x.shape[:2]
+    F, P = w2.shape[0], Ho * Wo
+    sN, sC, sH, sW = xp.strides
+    cols = np.empty((C * kh * kw, N * P), dtype=x.dtype)           # [C*kh*kw, N*P]
+    cols6 = cols.reshape(C, kh, kw, N, Ho, Wo)                     # a view of cols
+    out = np.empty((N, F, P), dtype=x.dtype)                       # [N, F, P]
+    for n in range(N):
+        # patches[c, i, j, oh, ow] = xp[n, c, oh*stride + i, ow*stride + j], a view
+        patches = as_strided(xp[n], shape=(C, kh, kw, Ho, Wo),
+                             strides=(sC, sH, sW, sH * stride, sW * stride), writeable=False)
+        cols6[:, :, :, n] = patches
+        np.matmul(w2, cols[:, n * P:(n + 1) * P], out=out[n])      # [F, P]
+    return cols, out
+
+
+def _conv_streamed(x, w2, kh, kw, stride, padding, Ho, Wo):
+    """``w2 @ im2col(x)`` laid out as [N, F, Ho*Wo], for inference: no ``cols`` is kept.
+
+    The patches are copied a few output rows (or a few small images) at a time into one
+    buffer of about ``STREAM_BUFFER_BYTES``, which stays in the core's cache, and multiplied
+    from there straight into the output. Keeping a whole ``cols`` for a backward means writing
+    it to fresh memory and reading it back: for P2's 3x3 conv (2 images, 64 channels, 48x48:
+    a 10.6 MB ``cols``) that is 6.3 ms, streamed 4.0-4.2; the stem 4.3 -> 2.1-2.5 (one thread, 2026-12-03, medians of 25, the same run,
+    each result kept as a model keeps it). Every output is the same dot product over the same
+    K = C*kh*kw terms, so BLAS gives the same numbers (on the 2-core machine, the same bits:
+    ``tests/test_nn_conv.py``).
+    """
+    xp = _pad(x, padding)                                          # [N, C, Hp, Wp]
+    N, C = x.shape[:2]
+    F, K = w2.shape
+    P = Ho * Wo
+    sN, sC, sH, sW = xp.strides
+    out = np.empty((N, F, P), dtype=x.dtype)                       # [N, F, P]
+    per_row = K * Wo * x.itemsize                                  # bytes of one output row
+    if P * K * x.itemsize >= STREAM_BUFFER_BYTES:
+        # big maps: a few output rows of one image at a time
+        rows = max(1, min(Ho, STREAM_BUFFER_BYTES // per_row))
+        buf = np.empty((K, rows * Wo), dtype=x.dtype)              # [K, rows*Wo]
+        for n in range(N):
+            for r0 in range(0, Ho, rows):
+                r = min(rows, Ho - r0)
+                # patches[c, i, j, oh, ow] = xp[n, c, (r0 + oh)*stride + i, ow*stride + j]
+                patches = as_strided(xp[n, :, r0 * stride:], shape=(C, kh, kw, r, Wo),
+                                     strides=(sC, sH, sW, sH * stride, sW * stride),
+                                     writeable=False)
+                block = buf[:, :r * Wo]                            # [K, r*Wo]
+                block.reshape(C, kh, kw, r, Wo)[...] = patches
+                np.matmul(w2, block, out=out[n, :, r0 * Wo:(r0 + r) * Wo])
+        return out
+    # small maps (the mask head's RoIs): a few whole images at a time
+    g = max(1, min(N, STREAM_BUFFER_BYTES // (P * K * x.itemsize)))
+    buf = np.empty((K, g * P), dtype=x.dtype)                      # [K, g*P]
+    prod = np.empty((F, g * P), dtype=x.dtype)                     # [F, g*P]
+    for n0 in range(0, N, g):
+        m = min(g, N - n0)
+        patches = as_strided(xp[n0:], shape=(C, kh, kw, m, Ho, Wo),
+                             strides=(sC, sH, sW, sN, sH * stride, sW * stride), writeable=False)
+        block = buf[:, :m * P]                                     # [K, m*P]
+        block.reshape(C, kh, kw, m, Ho, Wo)[...] = patches
+        np.matmul(w2, block, out=prod[:, :m * P])                  # [F, m*P]
+        out[n0:n0 + m] = prod[:, :m * P].reshape(F, m, P).transpose(1, 0, 2)
+    return out
+
+
 def _col2im(cols, padded_shape, kh, kw, stride, Ho, Wo, backend):
     """col2im with the chosen backend: [C*kh*kw, N*Ho*Wo] -> [N, C, Hp, Wp]."""
     if _use_kernel(backend, cols.size):
@@ -155,7 +259,7 @@ def _columns_to_nchw(a, N, Ho, Wo):
     return np.ascontiguousarray(a.reshape(F, N, Ho, Wo).transpose(1, 0, 2, 3))
 
 
-def conv2d_forward(x, w, b=None, stride=1, padding=0, backend=DEFAULT_BACKEND):
+def conv2d_forward(x, w, b=None, stride=1, padding=0, backend=DEFAULT_BACKEND, keep_cols=True):
     """2-D convolution (cross-correlation, as torch's ``F.conv2d``), zero padding.
 
     Inputs
@@ -164,10 +268,13 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, backend=DEFAULT_BACKEND):
         b : [F] or None
         stride, padding : ints, the same for both spatial axes
         backend : "numpy" | "numba" | "auto": who does the im2col copy (same numbers)
+        keep_cols : False when nothing runs backward (inference, ``Module.no_cache``): the
+              patches go through one small reused buffer (:func:`_conv_streamed`, the same
+              numbers) and the cache is None
     Returns
         out : [N, F, Ho, Wo], ``Ho = (H + 2*padding - kh) // stride + 1`` (likewise Wo),
               dtype of x
-        cache : what :func:`conv2d_backward` needs
+        cache : what :func:`conv2d_backward` needs (None when ``keep_cols`` is False)
     """
     N, C, H, W = x.shape
     F, Cw, kh, kw = w.shape
@@ -183,6 +290,17 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, backend=DEFAULT_BACKEND):
         out = np.matmul(w2, cols)                                  # [N, F, Ho*Wo]
         if b is not None:
             out += b.astype(x.dtype, copy=False)[:, None]
+        out = out.reshape(N, F, Ho, Wo)                            # [N, F, Ho, Wo]
+    elif not keep_cols:
+        out = _conv_streamed(x, w2, kh, kw, stride, padding, Ho, Wo)  # [N, F, Ho*Wo]
+        if b is not None:
+            out += b.astype(x.dtype, copy=False)[:, None]
+        return out.reshape(N, F, Ho, Wo), None                     # [N, F, Ho, Wo]
+    elif N > 1 and Ho * Wo >= PER_IMAGE_MIN_PIXELS and not _threaded_im2col(backend, x, kh, kw,
+                                                                              Ho, Wo):
+        cols, out = _conv_per_image(x, w2, kh, kw, stride, padding, Ho, Wo)
+        if b is not None:
+            out += b.astype(x.dtype, copy=False)[:, None]          # [N, F, Ho*Wo]
         out = out.reshape(N, F, Ho, Wo)                            # [N, F, Ho, Wo]
     else:
         cols = _im2col(x, kh, kw, stride, padding, Ho, Wo, backend)  # [C*kh*kw, N*Ho*Wo]

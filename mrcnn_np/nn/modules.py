@@ -194,7 +194,8 @@ class Conv2d(Module):
 
     def forward(self, x):
         out, cache = conv2d_forward(x, self.params["weight"], self.params.get("bias"),
-                                    self.stride, self.padding, self.backend)
+                                    self.stride, self.padding, self.backend,
+                                    keep_cols=self.keep_cache)
         return out, (cache if self.keep_cache else None)
 
     def backward(self, dout, cache, need_dx=True):
@@ -255,7 +256,7 @@ class Identity(Module):
 
 class ReLU(Module):
     def forward(self, x):
-        return relu_forward(x)
+        return relu_forward(x, self.keep_cache)
 
     def backward(self, dout, cache):
         return relu_backward(dout, cache)
