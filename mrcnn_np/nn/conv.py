@@ -185,10 +185,11 @@ def _conv_streamed(x, w2, kh, kw, stride, padding, Ho, Wo):
     buffer of about ``STREAM_BUFFER_BYTES``, which stays in the core's cache, and multiplied
     from there straight into the output. Keeping a whole ``cols`` for a backward means writing
     it to fresh memory and reading it back: for P2's 3x3 conv (2 images, 64 channels, 48x48:
-    a 10.6 MB ``cols``) that is 6.3 ms, streamed 4.0-4.2; the stem 4.3 -> 2.1-2.5 (one thread, 2026-12-03, medians of 25, the same run,
-    each result kept as a model keeps it). Every output is the same dot product over the same
-    K = C*kh*kw terms, so BLAS gives the same numbers (on the 2-core machine, the same bits:
-    ``tests/test_nn_conv.py``).
+    a 10.6 MB ``cols``) that is 6.3 ms, streamed 4.0-4.2; the stem 4.3 -> 2.1-2.5 (one
+    thread, 2026-12-03, medians of 25, the same run, each result kept as a model keeps it).
+    Every output is the same dot product over the same K = C*kh*kw terms, so BLAS gives the
+    same numbers (on the 2-core machine, every output of ``predict`` had the same bits as the
+    cached path's; no unit test compares the two paths directly yet).
     """
     xp = _pad(x, padding)                                          # [N, C, Hp, Wp]
     N, C = x.shape[:2]
