@@ -361,3 +361,41 @@ def test_per_image_product_is_the_batch_product(shape, k, s, p, monkeypatch):
     dout = rng.standard_normal(out.shape).astype(np.float32)
     for g, g_batch in zip(conv2d_backward(dout, cache), conv2d_backward(dout, cache_batch)):
         np.testing.assert_array_equal(g, g_batch)  # the same cols: the same backward
+
+
+@pytest.mark.parametrize("shape, k, s, p, buffer_bytes, big", [
+    ((2, 16, 48, 48), 3, 1, 1, None, True),   # big map: 14-row chunks, the last one 6 rows
+    ((2, 3, 61, 53), 7, 2, 3, None, True),    # the stem's kind of conv, stride 2, odd sizes
+    ((20, 8, 14, 14), 3, 1, 1, None, False),  # mask-head RoIs: groups of 6, the last of 2
+    ((5, 4, 9, 7), 3, 2, 1, None, False),     # all five small images in one group
+    ((0, 8, 14, 14), 3, 1, 1, None, False),   # no RoIs at all
+    ((2, 16, 48, 48), 3, 1, 1, 64, True),     # a buffer smaller than one row: row by row
+    ((7, 8, 14, 14), 3, 1, 1, 64, True),      # ... and a small map, one row at a time too
+])
+def test_streamed_inference_conv_is_the_cached_conv(shape, k, s, p, buffer_bytes, big,
+                                                    monkeypatch):
+    # keep_cols=False streams the patches through a small buffer (_conv_streamed) in row
+    # chunks (big maps) or groups of images (small maps). Each output is the same dot product
+    # over the same C*k*k terms as in the cached path, so the two agree to float32 rounding
+    # (on the 2-core machine, to the bit) and both agree with a float64 reference.
+    import mrcnn_np.nn.conv as conv_module
+    if buffer_bytes is not None:
+        monkeypatch.setattr(conv_module, "STREAM_BUFFER_BYTES", buffer_bytes)
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((6, shape[1], k, k)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    Ho, Wo = (shape[2] + 2 * p - k) // s + 1, (shape[3] + 2 * p - k) // s + 1
+    per_image = shape[1] * k * k * Ho * Wo * 4
+    assert (per_image >= conv_module.STREAM_BUFFER_BYTES) == big  # the branch the case names
+    streamed, none = conv2d_forward(x, w, b, s, p, keep_cols=False)
+    assert none is None and streamed.dtype == np.float32
+    cached, cache = conv2d_forward(x, w, b, s, p)
+    assert cache is not None and streamed.shape == cached.shape == (shape[0], 6, Ho, Wo)
+    np.testing.assert_allclose(streamed, cached, rtol=1e-5, atol=1e-5)
+    ref64 = conv2d_forward(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), s, p)[0]
+    np.testing.assert_allclose(streamed, ref64, rtol=1e-5, atol=1e-5)
+    # no bias, and an input that is a view (not contiguous): the same numbers
+    xv = np.concatenate([x, x], axis=1)[:, ::2]
+    np.testing.assert_allclose(conv2d_forward(xv, w, None, s, p, keep_cols=False)[0],
+                               conv2d_forward(xv, w, None, s, p)[0], rtol=1e-5, atol=1e-5)

@@ -189,7 +189,8 @@ def _conv_streamed(x, w2, kh, kw, stride, padding, Ho, Wo):
     thread, 2026-12-03, medians of 25, the same run, each result kept as a model keeps it).
     Every output is the same dot product over the same K = C*kh*kw terms, so BLAS gives the
     same numbers (on the 2-core machine, every output of ``predict`` had the same bits as the
-    cached path's; no unit test compares the two paths directly yet).
+    cached path's; ``test_streamed_inference_conv_is_the_cached_conv`` compares the two paths
+    on both branches to float32 rounding).
     """
     xp = _pad(x, padding)                                          # [N, C, Hp, Wp]
     N, C = x.shape[:2]
