@@ -23,7 +23,7 @@ DEMO = dict(
     # mask AP50 rose from 0.949 (mean of 8 runs of 2,400) to 0.964 (mean of 5 runs), mask AP
     # from 0.814 to 0.849, the objects read right from 93.2% to 94.7% (chapter 10's levers).
     # make demo takes 6.8 minutes on the Intel Xeon the chapters were built on (0.106 s a
-    # step); about 10.5 it would take on the AMD EPYC of the earlier sessions (0.17 s a step)
+    # step); 10.6 on the AMD EPYC of the earlier sessions (0.172 s a step, 2026-12-04)
     flip="dihedral",  # the square's 8 symmetries: a shape has no up. Measured: mask AP50 0.943
     # over 3 runs vs 0.937 over 2 with left-right flips only, within the spread between runs
     # (chapter 10's levers); they cost nothing
