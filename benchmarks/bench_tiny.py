@@ -15,7 +15,9 @@ machine load hits both sides.
     python benchmarks/bench_tiny.py --ours-blas-threads 1 --ours-workers 2   # make demo's way
 
 ``--baseline DIR`` also times OUR model from another checkout (DIR first on sys.path) with the
-same preset values, weights and inputs (``--baseline-preset own`` gives it its own ``tiny()``).
+same preset values, weights and inputs (``--baseline-preset own`` gives it its own ``tiny()``);
+``--baseline-as-ours`` also gives it the ``--ours-workers`` and ``--ours-set`` settings, so that
+ours / baseline compares two versions of the code on the same work.
 
 How the stages are measured (no timing code in the model; wrappers installed from here):
 - ours: ``model.transform`` (a proxy timing ``__call__`` and ``postprocess``),
@@ -447,7 +449,7 @@ def run_child(kind, args, work, inputs, config, weights, rnd, steps, root=None, 
            "--steps", str(steps), "--warmup", str(args.warmup), "--round", str(rnd),
            "--malloc", args.malloc]
     if not own_preset:
-        if kind == "ours" and root == ROOT and args.ours_set:  # ours only: e.g. the demo's
+        if kind == "ours" and _like_ours(args, root) and args.ours_set:  # e.g. the demo's
             cfg = dict(json.loads(Path(config).read_text()), **_overrides(args.ours_set))
             config = work / "config_ours.json"
             config.write_text(json.dumps(cfg))
@@ -456,12 +458,19 @@ def run_child(kind, args, work, inputs, config, weights, rnd, steps, root=None, 
         cmd += ["--root", str(root)]
     if dets:
         cmd += ["--dets", str(dets)]
-    if kind == "ours" and root == ROOT and args.ours_workers > 1:
+    if kind == "ours" and _like_ours(args, root) and args.ours_workers > 1:
         cmd += ["--workers", str(args.ours_workers)]
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(root or ROOT))
     if p.returncode:
         raise RuntimeError(f"{kind} child ({root or ROOT}) failed:\n{p.stderr[-4000:]}")
     return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def _like_ours(args, root):
+    """Does this child of our model get the ``--ours-workers`` and ``--ours-set`` settings?
+    Ours always; the baseline with ``--baseline-as-ours`` (two versions of the code, the same
+    work). ``--ours-blas-threads`` applies to both of our sides in any case."""
+    return root == ROOT or args.baseline_as_ours
 
 
 def _overrides(pairs):
@@ -560,6 +569,10 @@ def main():
     ap.add_argument("--baseline-preset", choices=("current", "own"), default="current",
                     help="current: the baseline runs this checkout's tiny() values (same work); "
                          "own: its own tiny()")
+    ap.add_argument("--baseline-as-ours", action="store_true",
+                    help="the baseline also gets --ours-workers and --ours-set, so that ours / "
+                         "baseline compares two versions of the code on the same work (by "
+                         "default they are ours only; --ours-blas-threads is both's)")
     # child mode (internal)
     ap.add_argument("--child", choices=("ours", "torchvision"), help=argparse.SUPPRESS)
     ap.add_argument("--inputs", help=argparse.SUPPRESS)
@@ -610,10 +623,13 @@ def main():
     print(f"- command: python {' '.join(sys.argv)}")
     print(f"- threads: {args.threads} each side (torch.set_num_threads; "
           f"{'/'.join(THREAD_VARS)}={args.threads} for both"
-          + (f"; ours with OPENBLAS_NUM_THREADS={args.ours_blas_threads}"
+          + (f"; ours{' and the baseline' if args.baseline else ''} with "
+             f"OPENBLAS_NUM_THREADS={args.ours_blas_threads}"
              if args.ours_blas_threads is not None else "")
-          + (f"; ours trains on {args.ours_workers} DataParallel workers (1 BLAS and 1 numba "
-             f"thread each; inference in one process)" if args.ours_workers > 1 else "")
+          + ((f"; ours and the baseline train" if args.baseline and args.baseline_as_ours
+              else "; ours trains") + f" on {args.ours_workers} DataParallel workers (1 BLAS "
+             f"and 1 numba thread each; inference in one process)" if args.ours_workers > 1
+             else "")
           + f"); {os.cpu_count()} CPU cores")
     m_ours = runs["ours"][0].get("malloc") or {}
     print("- malloc: " + {"trainer": "ours as train() sets it", "same": "both sides with",
@@ -621,8 +637,9 @@ def main():
           + (f" ({', '.join(f'{k}={v}' for k, v in m_ours.items())})" if m_ours else "")
           + ("; torchvision with glibc's defaults" if args.malloc == "trainer" else ""))
     if args.ours_set:
-        print(f"- ours only: {', '.join(args.ours_set)} (the twin and the baseline: the preset's "
-              f"values)")
+        both = args.baseline and args.baseline_as_ours
+        print(f"- ours{' and the baseline' if both else ' only'}: {', '.join(args.ours_set)} "
+              f"(the twin{'' if both else ' and the baseline'}: the preset's values)")
     print(f"- weights: {wdesc}")
     print(f"- inputs: {args.images} shapes train images {[tuple(s) for s in sizes]} with "
           f"{nobj} objects, resized by both to the preset's min_size {cfg['min_size']}, max_size "
