@@ -638,8 +638,9 @@ def main():
           + ("; torchvision with glibc's defaults" if args.malloc == "trainer" else ""))
     if args.ours_set:
         both = args.baseline and args.baseline_as_ours
+        others = "the twin" if both or not args.baseline else "the twin and the baseline"
         print(f"- ours{' and the baseline' if both else ' only'}: {', '.join(args.ours_set)} "
-              f"(the twin{'' if both else ' and the baseline'}: the preset's values)")
+              f"({others}: the preset's values)")
     print(f"- weights: {wdesc}")
     print(f"- inputs: {args.images} shapes train images {[tuple(s) for s in sizes]} with "
           f"{nobj} objects, resized by both to the preset's min_size {cfg['min_size']}, max_size "
