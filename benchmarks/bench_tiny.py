@@ -621,15 +621,15 @@ def main():
     cfg = json.loads(config.read_text())
     print(f"# bench_tiny: the tiny preset vs its torchvision twin ({started:%Y-%m-%d %H:%M} UTC)\n")
     print(f"- command: python {' '.join(sys.argv)}")
+    both = bool(args.baseline and args.baseline_as_ours)  # the --ours-* settings on both sides
     print(f"- threads: {args.threads} each side (torch.set_num_threads; "
           f"{'/'.join(THREAD_VARS)}={args.threads} for both"
           + (f"; ours{' and the baseline' if args.baseline else ''} with "
              f"OPENBLAS_NUM_THREADS={args.ours_blas_threads}"
              if args.ours_blas_threads is not None else "")
-          + ((f"; ours and the baseline train" if args.baseline and args.baseline_as_ours
-              else "; ours trains") + f" on {args.ours_workers} DataParallel workers (1 BLAS "
-             f"and 1 numba thread each; inference in one process)" if args.ours_workers > 1
-             else "")
+          + (f"; {'ours and the baseline train' if both else 'ours trains'} on "
+             f"{args.ours_workers} DataParallel workers (1 BLAS and 1 numba thread each; "
+             f"inference in one process)" if args.ours_workers > 1 else "")
           + f"); {os.cpu_count()} CPU cores")
     m_ours = runs["ours"][0].get("malloc") or {}
     print("- malloc: " + {"trainer": "ours as train() sets it", "same": "both sides with",
@@ -637,7 +637,6 @@ def main():
           + (f" ({', '.join(f'{k}={v}' for k, v in m_ours.items())})" if m_ours else "")
           + ("; torchvision with glibc's defaults" if args.malloc == "trainer" else ""))
     if args.ours_set:
-        both = args.baseline and args.baseline_as_ours
         others = "the twin" if both or not args.baseline else "the twin and the baseline"
         print(f"- ours{' and the baseline' if both else ' only'}: {', '.join(args.ours_set)} "
               f"({others}: the preset's values)")
